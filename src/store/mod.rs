@@ -1,0 +1,871 @@
+//! The store: every row the gateway keeps, and every SQL statement it runs (SQLite, WAL).
+//!
+//! Owns: SQL and transactions. Each method is one short transaction — never one held across a
+//! network call. Must not talk to bureaus, build XML or read attachments. The methods are the
+//! behaviour a PostgreSQL store must share (same names, same guarantees).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::domain::Filing;
+
+pub mod registry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "filing {id}: already imported with a different document (revision {revision}); refusing the conflicting re-import"
+    )]
+    Conflict { id: String, revision: i64 },
+    #[error("stored JSON is malformed in {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "bureau {province}: the upload stream moved (expected last dataSequence {expected}, found {found})"
+    )]
+    StreamMoved {
+        province: String,
+        expected: i64,
+        found: i64,
+    },
+    #[error("database URL {0:?} is not supported by this store (sqlite:PATH)")]
+    Url(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Filing states (filing-format.md "Out").
+pub mod state {
+    pub const REVIEWED: &str = "reviewed";
+    pub const QUEUED: &str = "queued";
+    pub const SUBMITTING: &str = "submitting";
+    pub const SUBMITTED: &str = "submitted";
+    pub const AWAITING_SMS: &str = "awaiting_sms";
+    pub const APPROVED: &str = "approved";
+    pub const REJECTED: &str = "rejected";
+    pub const EXPIRED: &str = "expired";
+    pub const NEEDS_CORRECTION: &str = "needs_correction";
+    pub const HELD: &str = "held";
+    pub const ALL: [&str; 10] = [
+        REVIEWED,
+        QUEUED,
+        SUBMITTING,
+        SUBMITTED,
+        AWAITING_SMS,
+        APPROVED,
+        REJECTED,
+        EXPIRED,
+        NEEDS_CORRECTION,
+        HELD,
+    ];
+    pub fn is_terminal(s: &str) -> bool {
+        matches!(s, APPROVED | REJECTED | EXPIRED | NEEDS_CORRECTION)
+    }
+}
+
+/// Asia/Shanghai has had no DST since 1991: a fixed +08:00 is exact for every time we handle.
+const SHANGHAI: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+    Some(offset) => offset,
+    None => panic!("+08:00 is a valid offset"),
+};
+
+pub fn tz() -> FixedOffset {
+    SHANGHAI
+}
+
+pub fn now() -> DateTime<FixedOffset> {
+    chrono::Utc::now().with_timezone(&tz())
+}
+
+pub fn fmt_time(t: DateTime<FixedOffset>) -> String {
+    t.with_timezone(&tz())
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// A reason on a filing (filing-format.md): preflight findings and bureau results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub source: String,
+    pub code: serde_json::Value,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteNumber {
+    pub domain: String,
+    pub number: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppNumber {
+    pub package_name: String,
+    pub number: String,
+}
+
+/// One line of `export --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub id: String,
+    pub state: String,
+    pub deadline: Option<String>,
+    pub submitted_at: Option<String>,
+    pub attempts: i64,
+    pub upload: Option<UploadRef>,
+    pub subject_record_number: Option<String>,
+    pub site_record_numbers: Vec<SiteNumber>,
+    pub app_record_numbers: Vec<AppNumber>,
+    pub reasons: Vec<Reason>,
+    pub decided_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRef {
+    pub data_sequence: i64,
+    pub file: String,
+}
+
+/// A queued filing ready to be built.
+#[derive(Debug, Clone)]
+pub struct QueuedFiling {
+    pub filing: Filing,
+    pub revision: i64,
+    pub attempts: i64,
+}
+
+/// A stored upload file.
+#[derive(Debug, Clone)]
+pub struct UploadFile {
+    pub id: i64,
+    pub province: String,
+    pub data_sequence: i64,
+    pub file_name: String,
+    pub zip: Vec<u8>,
+    pub status: String,
+}
+
+/// One attempt to be stored with the file that carries it.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub filing_id: String,
+    pub revision: i64,
+    pub attempt_no: i64,
+    pub ids_json: String,
+    /// (Czlx, Jlid, part): the results the bureau will send for this attempt.
+    pub records: Vec<(i64, i64, String)>,
+    /// (kind, value, part): every id the attempt used, for matching BASJ records.
+    pub id_keys: Vec<(&'static str, i64, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUploadFile {
+    pub data_sequence: i64,
+    pub file_name: String,
+    pub zip: Vec<u8>,
+    pub record_count: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub new: usize,
+    pub unchanged: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BureauRow {
+    pub last_sequence: i64,
+    pub codes_received: bool,
+    pub paused_reason: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn json_err(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> StoreError {
+    let what = what.into();
+    move |source| StoreError::Json { what, source }
+}
+
+impl Store {
+    /// Opens (creating when missing) the database and applies the embedded migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
+        let Some(path) = url.strip_prefix("sqlite:") else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        let path = path.trim_start_matches("//");
+        let file = path.split('?').next().unwrap_or(path);
+        if file != ":memory:" {
+            if let Some(dir) = Path::new(file).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Db(sqlx::Error::Configuration(
+                            format!("cannot create {}: {e}", dir.display()).into(),
+                        ))
+                    })?;
+                }
+            }
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite:{file}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    // ---- import ----
+
+    /// Imports the filings of one file, all or nothing.
+    pub async fn import(&self, filings: &[Filing], actor: &str) -> Result<ImportSummary> {
+        let now = fmt_time(now());
+        let mut tx = self.pool.begin().await?;
+        let mut summary = ImportSummary {
+            new: 0,
+            unchanged: 0,
+        };
+        for f in filings {
+            let doc = f.canonical_json();
+            let existing = sqlx::query("SELECT document, revision FROM filings WHERE id = ?")
+                .bind(&f.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = existing {
+                let stored: String = row.get(0);
+                if stored == doc {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                return Err(StoreError::Conflict {
+                    id: f.id.clone(),
+                    revision: row.get(1),
+                });
+            }
+            sqlx::query(
+                "INSERT INTO filings (id, filing_type, province, state, document, reviewed_at, created_at, updated_at)
+                 VALUES (?, ?, ?, 'reviewed', ?, ?, ?, ?)",
+            )
+            .bind(&f.id)
+            .bind(f.filing_type.as_str())
+            .bind(&f.province)
+            .bind(&doc)
+            .bind(fmt_time(f.reviewed_at))
+            .bind(&now)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            insert_event(
+                &mut tx,
+                Some(&f.id),
+                Some(&f.province),
+                "imported",
+                actor,
+                json!({"type": f.filing_type.as_str()}),
+            )
+            .await?;
+            summary.new += 1;
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    // ---- intake ----
+
+    /// Reviewed filings (oldest first), for intake.
+    pub async fn reviewed(&self, limit: i64) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, reviewed_at, document FROM filings WHERE state = 'reviewed' ORDER BY reviewed_at LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// reviewed → queued with its deadline.
+    pub async fn queue(&self, items: &[(String, DateTime<FixedOffset>)]) -> Result<()> {
+        let now = fmt_time(now());
+        let mut tx = self.pool.begin().await?;
+        for (id, deadline) in items {
+            let done = sqlx::query(
+                "UPDATE filings SET state = 'queued', deadline = ?, updated_at = ? WHERE id = ? AND state = 'reviewed'",
+            )
+            .bind(fmt_time(*deadline))
+            .bind(&now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                let province: Option<String> =
+                    sqlx::query_scalar("SELECT province FROM filings WHERE id = ?")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                insert_event(
+                    &mut tx,
+                    Some(id),
+                    province.as_deref(),
+                    "queued",
+                    "gateway",
+                    json!({"deadline": fmt_time(*deadline)}),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a filing `needs_correction` with all its findings (from reviewed or queued).
+    pub async fn needs_correction(&self, id: &str, reasons: &[Reason]) -> Result<()> {
+        let now = fmt_time(now());
+        let mut tx = self.pool.begin().await?;
+        let reasons_json = serde_json::to_string(reasons).map_err(json_err("reasons"))?;
+        let done = sqlx::query(
+            "UPDATE filings SET state = 'needs_correction', reasons = ?, decided_at = NULL, updated_at = ?
+             WHERE id = ? AND state IN ('reviewed', 'queued')",
+        )
+        .bind(&reasons_json)
+        .bind(&now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            let codes: Vec<&serde_json::Value> = reasons.iter().map(|r| &r.code).collect();
+            insert_event(
+                &mut tx,
+                Some(id),
+                None,
+                "needs_correction",
+                "gateway",
+                json!({"codes": codes}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- bureaus ----
+
+    pub async fn bureau(&self, province: &str) -> Result<BureauRow> {
+        sqlx::query("INSERT INTO bureaus (province) VALUES (?) ON CONFLICT (province) DO NOTHING")
+            .bind(province)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query(
+            "SELECT last_sequence, codes_received, paused_reason FROM bureaus WHERE province = ?",
+        )
+        .bind(province)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(BureauRow {
+            last_sequence: row.get(0),
+            codes_received: row.get::<i64, _>(1) != 0,
+            paused_reason: row.get(2),
+        })
+    }
+
+    /// Reserves `n` provider ids for a bureau; returns the first. Ids are never reused.
+    pub async fn allocate_provider_ids(&self, province: &str, n: i64) -> Result<i64> {
+        let first: i64 = sqlx::query_scalar(
+            "UPDATE bureaus SET next_provider_id = next_provider_id + ? WHERE province = ? RETURNING next_provider_id - ?",
+        )
+        .bind(n)
+        .bind(province)
+        .bind(n)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(first)
+    }
+
+    pub async fn pause_bureau(&self, province: &str, reason: &str) -> Result<()> {
+        let now = fmt_time(now());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE bureaus SET paused_reason = ?, paused_at = ? WHERE province = ?")
+            .bind(reason)
+            .bind(&now)
+            .bind(province)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(
+            &mut tx,
+            None,
+            Some(province),
+            "alarm.bureau_paused",
+            "gateway",
+            json!({"reason": reason}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn resume_bureau(&self, province: &str, actor: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE bureaus SET paused_reason = NULL, paused_at = NULL WHERE province = ?")
+            .bind(province)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(
+            &mut tx,
+            None,
+            Some(province),
+            "bureau_resumed",
+            actor,
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An alarm without a state change (stored as an event).
+    pub async fn alarm(
+        &self,
+        province: Option<&str>,
+        filing: Option<&str>,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_event(
+            &mut tx,
+            filing,
+            province,
+            &format!("alarm.{kind}"),
+            "gateway",
+            detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Provinces with anything to do: queued filings, unsent files or open results.
+    pub async fn active_provinces(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT province FROM filings WHERE state IN ('queued', 'submitting', 'submitted', 'awaiting_sms')
+             UNION SELECT province FROM upload_files WHERE status = 'pending'
+             UNION SELECT province FROM bureaus WHERE codes_received = 0 AND last_sequence = 0 AND province IN (SELECT province FROM filings WHERE state = 'queued')
+             ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Provinces with queued filings, earliest deadline first.
+    pub async fn queued_provinces(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT province, MIN(deadline) AS d FROM filings WHERE state = 'queued' GROUP BY province ORDER BY d",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Queued filings of a province, earliest deadline first.
+    pub async fn queued(&self, province: &str, limit: i64) -> Result<Vec<QueuedFiling>> {
+        let rows = sqlx::query(
+            "SELECT document, revision, attempts FROM filings WHERE state = 'queued' AND province = ?
+             ORDER BY deadline, id LIMIT ?",
+        )
+        .bind(province)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let doc: String = r.get(0);
+                let filing: Filing =
+                    serde_json::from_str(&doc).map_err(json_err("filings.document"))?;
+                Ok(QueuedFiling {
+                    filing,
+                    revision: r.get(1),
+                    attempts: r.get(2),
+                })
+            })
+            .collect()
+    }
+
+    /// Province ids (Ztid for BGBA; (Zxlb, Jlid) for ZXBA) with an unresolved record: a later
+    /// change or cancellation of the same record waits (bureau-protocol.md 5.1).
+    pub async fn open_keys(&self, province: &str) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT czlx, jlid FROM attempt_records WHERE province = ? AND czlx IN (4, 5, 6, 7) AND status IN ('open', 'awaiting_sms')",
+        )
+        .bind(province)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Claims filings and stores the file that carries them, in one transaction, before any
+    /// byte is sent. Fails without effect when the stream moved or a filing changed.
+    pub async fn store_upload(
+        &self,
+        province: &str,
+        expected_last: i64,
+        file: &NewUploadFile,
+        attempts: &[NewAttempt],
+    ) -> Result<i64> {
+        let now = fmt_time(now());
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE bureaus SET last_sequence = ? WHERE province = ? AND last_sequence = ?",
+        )
+        .bind(file.data_sequence)
+        .bind(province)
+        .bind(expected_last)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 || file.data_sequence != expected_last + 1 {
+            let found: i64 =
+                sqlx::query_scalar("SELECT last_sequence FROM bureaus WHERE province = ?")
+                    .bind(province)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Err(StoreError::StreamMoved {
+                province: province.to_owned(),
+                expected: expected_last,
+                found,
+            });
+        }
+        let upload_id: i64 = sqlx::query_scalar(
+            "INSERT INTO upload_files (province, data_sequence, file_name, zip, record_count, status, created_at)
+             VALUES (?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
+        )
+        .bind(province)
+        .bind(file.data_sequence)
+        .bind(&file.file_name)
+        .bind(&file.zip)
+        .bind(file.record_count)
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await?;
+        for a in attempts {
+            let claimed = sqlx::query(
+                "UPDATE filings SET state = 'submitting', attempts = ?, updated_at = ?
+                 WHERE id = ? AND state = 'queued' AND revision = ?",
+            )
+            .bind(a.attempt_no)
+            .bind(&now)
+            .bind(&a.filing_id)
+            .bind(a.revision)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() != 1 {
+                // Changed under us (held, corrected): give the whole claim up; nothing was sent.
+                return Err(StoreError::StreamMoved {
+                    province: province.to_owned(),
+                    expected: expected_last,
+                    found: expected_last,
+                });
+            }
+            let attempt_id: i64 = sqlx::query_scalar(
+                "INSERT INTO attempts (filing_id, attempt_no, province, ids, upload_id, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&a.filing_id)
+            .bind(a.attempt_no)
+            .bind(province)
+            .bind(&a.ids_json)
+            .bind(upload_id)
+            .bind(&now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE filings SET current_attempt = ?, reasons = '[]' WHERE id = ?")
+                .bind(attempt_id)
+                .bind(&a.filing_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO upload_file_filings (upload_id, filing_id, attempt_id) VALUES (?, ?, ?)")
+                .bind(upload_id)
+                .bind(&a.filing_id)
+                .bind(attempt_id)
+                .execute(&mut *tx)
+                .await?;
+            for (czlx, jlid, part) in &a.records {
+                sqlx::query(
+                    "INSERT INTO attempt_records (attempt_id, filing_id, province, czlx, jlid, part) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(attempt_id)
+                .bind(&a.filing_id)
+                .bind(province)
+                .bind(czlx)
+                .bind(jlid)
+                .bind(part)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (kind, value, part) in &a.id_keys {
+                sqlx::query("INSERT INTO attempt_ids (province, kind, value, attempt_id, part) VALUES (?, ?, ?, ?, ?)")
+                    .bind(province)
+                    .bind(kind)
+                    .bind(value)
+                    .bind(attempt_id)
+                    .bind(part)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            insert_event(
+                &mut tx,
+                Some(&a.filing_id),
+                Some(province),
+                "claimed",
+                "gateway",
+                json!({"attempt": a.attempt_no, "dataSequence": file.data_sequence, "file": file.file_name}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(upload_id)
+    }
+
+    /// The oldest stored file of a bureau whose arrival is not confirmed.
+    pub async fn pending_upload(&self, province: &str) -> Result<Option<UploadFile>> {
+        let row = sqlx::query(
+            "SELECT id, province, data_sequence, file_name, zip, status FROM upload_files
+             WHERE province = ? AND status = 'pending' ORDER BY data_sequence LIMIT 1",
+        )
+        .bind(province)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(upload_from_row))
+    }
+
+    pub async fn upload_by_sequence(&self, province: &str, seq: i64) -> Result<Option<UploadFile>> {
+        let row = sqlx::query(
+            "SELECT id, province, data_sequence, file_name, zip, status FROM upload_files WHERE province = ? AND data_sequence = ?",
+        )
+        .bind(province)
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(upload_from_row))
+    }
+
+    pub async fn mark_sent(&self, upload_id: i64) -> Result<()> {
+        sqlx::query("UPDATE upload_files SET sent_at = COALESCE(sent_at, ?) WHERE id = ?")
+            .bind(fmt_time(now()))
+            .bind(upload_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The bureau has the file: its filings are `submitted`.
+    pub async fn mark_arrived(&self, upload_id: i64, how: &str) -> Result<()> {
+        let now = fmt_time(now());
+        let mut tx = self.pool.begin().await?;
+        let file =
+            sqlx::query("SELECT province, data_sequence, file_name FROM upload_files WHERE id = ?")
+                .bind(upload_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let province: String = file.get(0);
+        let seq: i64 = file.get(1);
+        sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = ? WHERE id = ? AND status = 'pending'")
+            .bind(&now)
+            .bind(upload_id)
+            .execute(&mut *tx)
+            .await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT f.id FROM filings f JOIN upload_file_filings u ON u.filing_id = f.id AND u.attempt_id = f.current_attempt
+             WHERE u.upload_id = ? AND f.state = 'submitting'",
+        )
+        .bind(upload_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = ?, updated_at = ? WHERE id = ?")
+                .bind(&now)
+                .bind(&now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            insert_event(
+                &mut tx,
+                Some(id),
+                Some(&province),
+                "submitted",
+                "gateway",
+                json!({"dataSequence": seq, "how": how}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- downloads ----
+
+    /// Whether a downloaded file was already applied (a re-served file changes nothing).
+    pub async fn download_applied(&self, province: &str, file_name: &str) -> Result<bool> {
+        let applied: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT applied_at FROM download_files WHERE province = ? AND file_name = ?",
+        )
+        .bind(province)
+        .bind(file_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(matches!(applied, Some(Some(_))))
+    }
+
+    pub async fn mark_acked(&self, province: &str, file_name: &str) -> Result<()> {
+        sqlx::query("UPDATE download_files SET acked_at = ? WHERE province = ? AND file_name = ?")
+            .bind(fmt_time(now()))
+            .bind(province)
+            .bind(file_name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Code tables of a bureau: the bundled default merged with every JCDM it sent, in order.
+    pub async fn code_tables(&self, province: &str) -> Result<Vec<String>> {
+        let docs: Vec<String> =
+            sqlx::query_scalar("SELECT jcdm FROM code_tables WHERE province = ? ORDER BY id")
+                .bind(province)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(docs)
+    }
+
+    // ---- export ----
+
+    pub async fn export(&self, id: Option<&str>, state: Option<&str>) -> Result<Vec<Outcome>> {
+        let rows = sqlx::query(
+            "SELECT f.id, f.state, f.deadline, f.submitted_at, f.attempts, u.data_sequence, u.file_name,
+                    f.subject_record_number, f.site_numbers, f.app_numbers, f.reasons, f.decided_at
+             FROM filings f
+             LEFT JOIN attempts a ON a.id = f.current_attempt
+             LEFT JOIN upload_files u ON u.id = a.upload_id
+             WHERE (?1 IS NULL OR f.id = ?1) AND (?2 IS NULL OR f.state = ?2)
+             ORDER BY f.id",
+        )
+        .bind(id)
+        .bind(state)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let fid: String = r.get(0);
+                let seq: Option<i64> = r.get(5);
+                let file: Option<String> = r.get(6);
+                let sites: String = r.get(8);
+                let apps: String = r.get(9);
+                let reasons: String = r.get(10);
+                Ok(Outcome {
+                    state: r.get(1),
+                    deadline: r.get(2),
+                    submitted_at: r.get(3),
+                    attempts: r.get(4),
+                    upload: seq.zip(file).map(|(data_sequence, file)| UploadRef {
+                        data_sequence,
+                        file,
+                    }),
+                    subject_record_number: r.get(7),
+                    site_record_numbers: serde_json::from_str(&sites)
+                        .map_err(json_err(format!("filing {fid} site_numbers")))?,
+                    app_record_numbers: serde_json::from_str(&apps)
+                        .map_err(json_err(format!("filing {fid} app_numbers")))?,
+                    reasons: serde_json::from_str(&reasons)
+                        .map_err(json_err(format!("filing {fid} reasons")))?,
+                    decided_at: r.get(11),
+                    id: fid,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts of filings per state (all states listed).
+    pub async fn counts(&self) -> Result<BTreeMap<String, i64>> {
+        let mut out: BTreeMap<String, i64> =
+            state::ALL.iter().map(|s| (s.to_string(), 0)).collect();
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM filings GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            out.insert(r.get(0), r.get(1));
+        }
+        Ok(out)
+    }
+
+    /// Events of a filing in order (kind, at, actor, detail).
+    pub async fn events(&self, filing_id: &str) -> Result<Vec<(String, String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT kind, at, actor, detail FROM events WHERE filing_id = ? ORDER BY id",
+        )
+        .bind(filing_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+}
+
+fn upload_from_row(r: sqlx::sqlite::SqliteRow) -> UploadFile {
+    UploadFile {
+        id: r.get(0),
+        province: r.get(1),
+        data_sequence: r.get(2),
+        file_name: r.get(3),
+        zip: r.get(4),
+        status: r.get(5),
+    }
+}
+
+pub(crate) async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    filing: Option<&str>,
+    province: Option<&str>,
+    kind: &str,
+    actor: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    sqlx::query("INSERT INTO events (filing_id, province, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(filing)
+        .bind(province)
+        .bind(fmt_time(now()))
+        .bind(kind)
+        .bind(actor)
+        .bind(detail.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

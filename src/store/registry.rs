@@ -1,0 +1,714 @@
+//! Applying downloaded files (bureau-protocol.md 5 and 5.1) and the registry of bureau records.
+//! One downloaded file is applied in one transaction, recorded by name, so a file served again
+//! changes nothing; results that match nothing are stored and raised as alarms.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::Row;
+
+use super::{AppNumber, Reason, Result, SiteNumber, Store, fmt_time, insert_event, json_err, now};
+
+/// The verdict a result pair carries (5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictKind {
+    Approved,
+    AwaitingSms,
+    Expired,
+    Rejected,
+}
+
+impl VerdictKind {
+    fn status(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::AwaitingSms => "awaiting_sms",
+            Self::Expired => "expired",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One BAJG pair, ready to apply.
+#[derive(Debug, Clone)]
+pub struct ResultInput {
+    pub czlx: Option<i64>,
+    pub jlid: Option<i64>,
+    /// (Jgdm, Dmms)
+    pub codes: Vec<(i64, Option<String>)>,
+    pub shyj: Option<String>,
+    pub shsj: Option<String>,
+    pub verdict: VerdictKind,
+    pub decided_at: String,
+    /// For a whole-file fault (no Jlid): the uploaded file's name from Dmms.
+    pub whole_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PubIp {
+    pub ip: u32,
+    pub ipid: Option<i64>,
+    pub isp_ipid: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PubAccess {
+    pub jrid: i64,
+    pub isp_jrid: Option<i64>,
+    pub ips: Vec<PubIp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PubDomain {
+    pub ym: String,
+    pub ymid: i64,
+    pub isp_ymid: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PubWebsite {
+    pub wzid: i64,
+    pub isp_wzid: Option<i64>,
+    pub record_number: Option<String>,
+    pub domains: Vec<PubDomain>,
+    pub accesses: Vec<PubAccess>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PubApp {
+    pub appid: i64,
+    pub isp_appid: Option<i64>,
+    pub record_number: Option<String>,
+    pub package_name: Option<String>,
+    pub accesses: Vec<PubAccess>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PubSubject {
+    pub ztid: i64,
+    pub isp_ztid: Option<i64>,
+    pub record_number: Option<String>,
+}
+
+/// One BASJ record: a subject with its websites and apps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishedInput {
+    pub subject: PubSubject,
+    pub websites: Vec<PubWebsite>,
+    pub apps: Vec<PubApp>,
+}
+
+/// What a downloaded file carries, in store terms.
+#[derive(Debug, Clone)]
+pub enum DownloadContent {
+    Results(Vec<ResultInput>),
+    Published(Vec<PublishedInput>),
+    /// (Zxlb, Jlid)
+    Cancellations(Vec<(i64, i64)>),
+    Codes(String),
+    Other,
+}
+
+impl DownloadContent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Results(_) => "BAJG",
+            Self::Published(_) => "BASJ",
+            Self::Cancellations(_) => "ZXSJ",
+            Self::Codes(_) => "JCDM",
+            Self::Other => "OTHER",
+        }
+    }
+}
+
+/// A registry entry by record number (what later changes and cancellations quote).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryEntry {
+    Subject(PubSubject),
+    Website {
+        subject_ztid: Option<i64>,
+        website: PubWebsite,
+    },
+    App {
+        subject_ztid: Option<i64>,
+        app: PubApp,
+    },
+}
+
+impl Store {
+    /// Applies one downloaded file and records it, in one transaction. Returns false when the
+    /// file had been applied before (nothing changes).
+    pub async fn apply_download(
+        &self,
+        province: &str,
+        file_name: &str,
+        raw: &[u8],
+        content: &DownloadContent,
+    ) -> Result<bool> {
+        let now_s = fmt_time(now());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO download_files (province, file_name, kind, content, received_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (province, file_name) DO NOTHING",
+        )
+        .bind(province)
+        .bind(file_name)
+        .bind(content.kind())
+        .bind(raw)
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT id, applied_at FROM download_files WHERE province = ? AND file_name = ?",
+        )
+        .bind(province)
+        .bind(file_name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let download_id: i64 = row.get(0);
+        let applied: Option<String> = row.get(1);
+        if applied.is_some() {
+            return Ok(false);
+        }
+        match content {
+            DownloadContent::Results(pairs) => {
+                apply_results(&mut tx, province, download_id, pairs).await?
+            }
+            DownloadContent::Published(records) => {
+                apply_published(&mut tx, province, records).await?
+            }
+            DownloadContent::Cancellations(items) => {
+                apply_cancellations(&mut tx, province, items).await?
+            }
+            DownloadContent::Codes(xml) => {
+                sqlx::query(
+                    "INSERT INTO code_tables (province, jcdm, received_at) VALUES (?, ?, ?)",
+                )
+                .bind(province)
+                .bind(xml)
+                .bind(&now_s)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO bureaus (province) VALUES (?) ON CONFLICT (province) DO NOTHING",
+                )
+                .bind(province)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE bureaus SET codes_received = 1 WHERE province = ?")
+                    .bind(province)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_event(
+                    &mut tx,
+                    None,
+                    Some(province),
+                    "code_tables",
+                    "bureau",
+                    json!({"file": file_name}),
+                )
+                .await?;
+            }
+            DownloadContent::Other => {}
+        }
+        sqlx::query("UPDATE download_files SET applied_at = ? WHERE id = ?")
+            .bind(&now_s)
+            .bind(download_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Looks a record number up in the registry (not cancelled).
+    pub async fn registry_lookup(
+        &self,
+        province: &str,
+        record_number: &str,
+    ) -> Result<Option<RegistryEntry>> {
+        let row = sqlx::query(
+            "SELECT kind, province_id, isp_id, parent_id, data FROM registry
+             WHERE province = ? AND record_number = ? AND cancelled_at IS NULL ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(province)
+        .bind(record_number)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let kind: String = row.get(0);
+        let data: String = row.get(4);
+        let parent: Option<i64> = row.get(3);
+        Ok(Some(match kind.as_str() {
+            "subject" => RegistryEntry::Subject(
+                serde_json::from_str(&data).map_err(json_err("registry subject"))?,
+            ),
+            "website" => RegistryEntry::Website {
+                subject_ztid: parent,
+                website: serde_json::from_str(&data).map_err(json_err("registry website"))?,
+            },
+            _ => RegistryEntry::App {
+                subject_ztid: parent,
+                app: serde_json::from_str(&data).map_err(json_err("registry app"))?,
+            },
+        }))
+    }
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+async fn apply_results(
+    tx: &mut Tx<'_>,
+    province: &str,
+    download_id: i64,
+    pairs: &[ResultInput],
+) -> Result<()> {
+    for (index, pair) in pairs.iter().enumerate() {
+        let codes_json = serde_json::to_string(&pair.codes).map_err(json_err("result codes"))?;
+        // The records this pair decides.
+        let record_ids: Vec<(i64, String, i64)> = if let Some(name) = &pair.whole_file {
+            sqlx::query(
+                "SELECT r.id, r.filing_id, r.attempt_id FROM attempt_records r
+                 JOIN attempts a ON a.id = r.attempt_id JOIN upload_files u ON u.id = a.upload_id
+                 WHERE u.province = ? AND u.file_name = ? AND r.status IN ('open', 'awaiting_sms')",
+            )
+            .bind(province)
+            .bind(name)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+        } else {
+            sqlx::query(
+                "SELECT id, filing_id, attempt_id FROM attempt_records
+                 WHERE province = ? AND czlx = ? AND jlid = ? AND status IN ('open', 'awaiting_sms') ORDER BY id LIMIT 1",
+            )
+            .bind(province)
+            .bind(pair.czlx)
+            .bind(pair.jlid)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+        };
+        let first_filing = record_ids.first().map(|(_, f, _)| f.clone());
+        sqlx::query(
+            "INSERT INTO results (download_file_id, pair_index, province, czlx, jlid, codes, shyj, shsj, filing_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(download_id)
+        .bind(index as i64)
+        .bind(province)
+        .bind(pair.czlx)
+        .bind(pair.jlid)
+        .bind(&codes_json)
+        .bind(&pair.shyj)
+        .bind(&pair.shsj)
+        .bind(&first_filing)
+        .execute(&mut **tx)
+        .await?;
+        if record_ids.is_empty() {
+            insert_event(
+                tx,
+                None,
+                Some(province),
+                "alarm.unmatched_result",
+                "bureau",
+                json!({"czlx": pair.czlx, "jlid": pair.jlid, "codes": pair.codes.iter().map(|c| c.0).collect::<Vec<_>>(), "wholeFile": pair.whole_file}),
+            )
+            .await?;
+            continue;
+        }
+        let reasons: Vec<Reason> = pair
+            .codes
+            .iter()
+            .filter(|(code, _)| *code != 1001 && *code != 1901)
+            .map(|(code, dmms)| Reason {
+                source: "bureau".into(),
+                code: json!(code),
+                field: None,
+                message: [dmms.as_deref(), pair.shyj.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })
+            .collect();
+        let reasons_json = serde_json::to_string(&reasons).map_err(json_err("reasons"))?;
+        for (record_id, filing_id, attempt_id) in &record_ids {
+            sqlx::query(
+                "UPDATE attempt_records SET status = ?, codes = ?, decided_at = ? WHERE id = ?",
+            )
+            .bind(pair.verdict.status())
+            .bind(&reasons_json)
+            .bind(&pair.decided_at)
+            .bind(record_id)
+            .execute(&mut **tx)
+            .await?;
+            settle_filing(tx, province, filing_id, *attempt_id, &pair.decided_at).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Recomputes a filing's state from its current attempt's records (5.1: rejected as soon as
+/// any record has a final result other than 1001; awaiting SMS while any record is at 1901;
+/// approved when all are 1001).
+async fn settle_filing(
+    tx: &mut Tx<'_>,
+    province: &str,
+    filing_id: &str,
+    attempt_id: i64,
+    decided_at: &str,
+) -> Result<()> {
+    let current: Option<(Option<i64>, String)> =
+        sqlx::query("SELECT current_attempt, state FROM filings WHERE id = ?")
+            .bind(filing_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| (r.get(0), r.get(1)));
+    let Some((Some(current), state)) = current else {
+        return Ok(());
+    };
+    if current != attempt_id || super::state::is_terminal(&state) {
+        return Ok(());
+    }
+    let records: Vec<(String, String)> =
+        sqlx::query("SELECT status, codes FROM attempt_records WHERE attempt_id = ? ORDER BY id")
+            .bind(attempt_id)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    let any = |s: &str| records.iter().any(|(st, _)| st == s);
+    let new_state = if any("rejected") {
+        "rejected"
+    } else if any("expired") {
+        "expired"
+    } else if any("awaiting_sms") {
+        "awaiting_sms"
+    } else if records.iter().all(|(st, _)| st == "approved") {
+        "approved"
+    } else {
+        "submitted"
+    };
+    if new_state == state {
+        return Ok(());
+    }
+    let mut reasons: Vec<Reason> = Vec::new();
+    for (_, codes) in &records {
+        let mut rs: Vec<Reason> =
+            serde_json::from_str(codes).map_err(json_err("record reasons"))?;
+        reasons.append(&mut rs);
+    }
+    let terminal = super::state::is_terminal(new_state);
+    sqlx::query(
+        "UPDATE filings SET state = ?, reasons = ?, decided_at = CASE WHEN ? THEN ? ELSE decided_at END, updated_at = ? WHERE id = ?",
+    )
+    .bind(new_state)
+    .bind(serde_json::to_string(&reasons).map_err(json_err("reasons"))?)
+    .bind(terminal)
+    .bind(decided_at)
+    .bind(fmt_time(now()))
+    .bind(filing_id)
+    .execute(&mut **tx)
+    .await?;
+    let codes: Vec<&serde_json::Value> = reasons.iter().map(|r| &r.code).collect();
+    insert_event(
+        tx,
+        Some(filing_id),
+        Some(province),
+        new_state,
+        "bureau",
+        json!({"codes": codes}),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn upsert_registry(
+    tx: &mut Tx<'_>,
+    province: &str,
+    kind: &str,
+    province_id: i64,
+    record_number: Option<&str>,
+    isp_id: Option<i64>,
+    parent: Option<i64>,
+    data: String,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO registry (province, kind, province_id, record_number, isp_id, parent_id, data, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (province, kind, province_id) DO UPDATE SET
+           record_number = COALESCE(excluded.record_number, registry.record_number),
+           isp_id = COALESCE(excluded.isp_id, registry.isp_id),
+           parent_id = COALESCE(excluded.parent_id, registry.parent_id),
+           data = excluded.data, cancelled_at = NULL, updated_at = excluded.updated_at",
+    )
+    .bind(province)
+    .bind(kind)
+    .bind(province_id)
+    .bind(record_number)
+    .bind(isp_id)
+    .bind(parent)
+    .bind(data)
+    .bind(fmt_time(now()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The (attempt, filing, part) of the newest live attempt that used an id.
+async fn match_id(
+    tx: &mut Tx<'_>,
+    province: &str,
+    kind: &str,
+    value: Option<i64>,
+) -> Result<Vec<(i64, String, String)>> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let rows = sqlx::query(
+        "SELECT a.id, a.filing_id, i.part FROM attempt_ids i JOIN attempts a ON a.id = i.attempt_id
+         JOIN filings f ON f.id = a.filing_id AND f.current_attempt = a.id
+         WHERE i.province = ? AND i.kind = ? AND i.value = ?
+           AND f.state IN ('submitted', 'awaiting_sms', 'approved')
+           AND f.filing_type NOT IN ('CANCEL_ACCESS', 'CANCEL_SITE', 'CANCEL_SUBJECT')",
+    )
+    .bind(province)
+    .bind(kind)
+    .bind(value)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+async fn apply_published(
+    tx: &mut Tx<'_>,
+    province: &str,
+    records: &[PublishedInput],
+) -> Result<()> {
+    for rec in records {
+        let s = &rec.subject;
+        let subject_json = serde_json::to_string(s).map_err(json_err("registry subject"))?;
+        upsert_registry(
+            tx,
+            province,
+            "subject",
+            s.ztid,
+            s.record_number.as_deref(),
+            s.isp_ztid,
+            None,
+            subject_json,
+        )
+        .await?;
+        // Filings this record answers: found through any id it carries.
+        let mut filings: Vec<(String, String)> = Vec::new(); // (filing, part)
+        for (kind, value) in [("isp_ztid", s.isp_ztid), ("ztid", Some(s.ztid))] {
+            for (_, f, part) in match_id(tx, province, kind, value).await? {
+                filings.push((f, part));
+            }
+        }
+        for w in &rec.websites {
+            let data = serde_json::to_string(w).map_err(json_err("registry website"))?;
+            upsert_registry(
+                tx,
+                province,
+                "website",
+                w.wzid,
+                w.record_number.as_deref(),
+                w.isp_wzid,
+                Some(s.ztid),
+                data,
+            )
+            .await?;
+            let mut hits = match_id(tx, province, "isp_wzid", w.isp_wzid).await?;
+            hits.extend(match_id(tx, province, "wzid", Some(w.wzid)).await?);
+            for a in &w.accesses {
+                hits.extend(match_id(tx, province, "isp_jrid", a.isp_jrid).await?);
+                hits.extend(match_id(tx, province, "jrid", Some(a.jrid)).await?);
+            }
+            for (_, filing, part) in hits {
+                if let (Some(number), true) = (&w.record_number, part.starts_with("websites[")) {
+                    write_site_number(tx, &filing, &part, w, number).await?;
+                }
+                filings.push((filing, "subject".into()));
+            }
+        }
+        for app in &rec.apps {
+            let data = serde_json::to_string(app).map_err(json_err("registry app"))?;
+            upsert_registry(
+                tx,
+                province,
+                "app",
+                app.appid,
+                app.record_number.as_deref(),
+                app.isp_appid,
+                Some(s.ztid),
+                data,
+            )
+            .await?;
+            let mut hits = match_id(tx, province, "isp_appid", app.isp_appid).await?;
+            hits.extend(match_id(tx, province, "appid", Some(app.appid)).await?);
+            for (_, filing, part) in hits {
+                if let Some(number) = &app.record_number {
+                    write_app_number(tx, &filing, &part, app, number).await?;
+                }
+                filings.push((filing, "subject".into()));
+            }
+        }
+        filings.sort();
+        filings.dedup();
+        for (filing, _) in filings {
+            if let Some(number) = &s.record_number {
+                sqlx::query("UPDATE filings SET subject_record_number = ? WHERE id = ?")
+                    .bind(number)
+                    .bind(&filing)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            insert_event(
+                tx,
+                Some(&filing),
+                Some(province),
+                "record_published",
+                "bureau",
+                json!({"ztid": s.ztid}),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn write_site_number(
+    tx: &mut Tx<'_>,
+    filing: &str,
+    part: &str,
+    w: &PubWebsite,
+    number: &str,
+) -> Result<()> {
+    let row = sqlx::query("SELECT site_numbers, document FROM filings WHERE id = ?")
+        .bind(filing)
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut numbers: Vec<SiteNumber> =
+        serde_json::from_str(&row.get::<String, _>(0)).map_err(json_err("site_numbers"))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&row.get::<String, _>(1)).map_err(json_err("document"))?;
+    let index: Option<usize> = part
+        .strip_prefix("websites[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|n| n.parse().ok());
+    let domain = index
+        .and_then(|i| {
+            doc.get("websites")?
+                .get(i)?
+                .get("domains")?
+                .get(0)?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .or_else(|| w.domains.first().map(|d| d.ym.clone()))
+        .unwrap_or_default();
+    numbers.retain(|n| n.domain != domain);
+    numbers.push(SiteNumber {
+        domain,
+        number: number.to_owned(),
+    });
+    sqlx::query("UPDATE filings SET site_numbers = ? WHERE id = ?")
+        .bind(serde_json::to_string(&numbers).map_err(json_err("site_numbers"))?)
+        .bind(filing)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn write_app_number(
+    tx: &mut Tx<'_>,
+    filing: &str,
+    part: &str,
+    app: &PubApp,
+    number: &str,
+) -> Result<()> {
+    let row = sqlx::query("SELECT app_numbers, document FROM filings WHERE id = ?")
+        .bind(filing)
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut numbers: Vec<AppNumber> =
+        serde_json::from_str(&row.get::<String, _>(0)).map_err(json_err("app_numbers"))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&row.get::<String, _>(1)).map_err(json_err("document"))?;
+    let index: Option<usize> = part
+        .strip_prefix("apps[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|n| n.parse().ok());
+    let package_name = index
+        .and_then(|i| {
+            doc.get("apps")?
+                .get(i)?
+                .get("packageName")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .or_else(|| app.package_name.clone())
+        .unwrap_or_default();
+    numbers.retain(|n| n.package_name != package_name);
+    numbers.push(AppNumber {
+        package_name,
+        number: number.to_owned(),
+    });
+    sqlx::query("UPDATE filings SET app_numbers = ? WHERE id = ?")
+        .bind(serde_json::to_string(&numbers).map_err(json_err("app_numbers"))?)
+        .bind(filing)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn apply_cancellations(tx: &mut Tx<'_>, province: &str, items: &[(i64, i64)]) -> Result<()> {
+    let now_s = fmt_time(now());
+    for (zxlb, jlid) in items {
+        let kind = if *zxlb == 0 { "subject" } else { "website" };
+        sqlx::query("UPDATE registry SET cancelled_at = ? WHERE province = ? AND kind = ? AND province_id = ?")
+            .bind(&now_s)
+            .bind(province)
+            .bind(kind)
+            .bind(jlid)
+            .execute(&mut **tx)
+            .await?;
+        if *zxlb == 0 {
+            // A cancelled subject takes its websites and apps with it.
+            sqlx::query("UPDATE registry SET cancelled_at = ? WHERE province = ? AND parent_id = ? AND cancelled_at IS NULL")
+                .bind(&now_s)
+                .bind(province)
+                .bind(jlid)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let czlx = if *zxlb == 0 { 6 } else { 7 };
+        let filing: Option<String> = sqlx::query_scalar(
+            "SELECT filing_id FROM attempt_records WHERE province = ? AND czlx = ? AND jlid = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(province)
+        .bind(czlx)
+        .bind(jlid)
+        .fetch_optional(&mut **tx)
+        .await?;
+        insert_event(
+            tx,
+            filing.as_deref(),
+            Some(province),
+            "cancellation_confirmed",
+            "bureau",
+            json!({"zxlb": zxlb, "jlid": jlid}),
+        )
+        .await?;
+    }
+    Ok(())
+}

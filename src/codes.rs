@@ -270,6 +270,30 @@ impl CodeTables {
         self.bureau_of_province(province)?.get("Shengjc")
     }
 
+    /// The tables as a JCDM document ([`Self::parse_jcdm`] reads it back), for storing.
+    pub fn to_jcdm_xml(&self) -> String {
+        let mut names: Vec<&String> = self.tables.keys().collect();
+        names.sort();
+        let mut out = String::from("<DownloadData version=\"V.3.0\"><JCDM><Jcdm_xx>");
+        for name in names {
+            out.push_str("<T_dms>");
+            for entry in &self.tables[name] {
+                out.push('<');
+                out.push_str(name);
+                out.push('>');
+                for (field, value) in &entry.fields {
+                    out.push_str(&format!("<{field}>{}</{field}>", quick_xml::escape::escape(value.as_str())));
+                }
+                out.push_str("</");
+                out.push_str(name);
+                out.push('>');
+            }
+            out.push_str("</T_dms>");
+        }
+        out.push_str("</Jcdm_xx></JCDM></DownloadData>");
+        out
+    }
+
     /// Whether a table is present at all (a bureau's JCDM may not carry every table).
     pub fn has(&self, table: Table) -> bool {
         !self.entries(table).is_empty()
@@ -432,6 +456,12 @@ mod tests {
             "Sfyx 0 is not usable"
         );
         assert_eq!(t.location_id("110000"), Ok(1), "other tables kept");
+    }
+
+    #[test]
+    fn jcdm_round_trip() {
+        let t = CodeTables::bundled().unwrap();
+        assert_eq!(CodeTables::parse_jcdm(&t.to_jcdm_xml()).unwrap(), t);
     }
 
     #[test]

@@ -677,6 +677,14 @@ impl Store {
         Ok(row.map(upload_from_row))
     }
 
+    pub async fn filings_in_upload(&self, upload_id: i64) -> Result<usize> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM upload_file_filings WHERE upload_id = ?")
+            .bind(upload_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as usize)
+    }
+
     pub async fn mark_sent(&self, upload_id: i64) -> Result<()> {
         sqlx::query("UPDATE upload_files SET sent_at = COALESCE(sent_at, ?) WHERE id = ?")
             .bind(fmt_time(now()))

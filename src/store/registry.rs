@@ -142,8 +142,13 @@ impl Store {
         province: &str,
         file_name: &str,
         raw: &[u8],
-        content: &DownloadContent,
+        parts: &[DownloadContent],
     ) -> Result<bool> {
+        let kind = parts
+            .iter()
+            .map(DownloadContent::kind)
+            .collect::<Vec<_>>()
+            .join(",");
         let now_s = fmt_time(now());
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -152,7 +157,7 @@ impl Store {
         )
         .bind(province)
         .bind(file_name)
-        .bind(content.kind())
+        .bind(&kind)
         .bind(raw)
         .bind(&now_s)
         .execute(&mut *tx)
@@ -169,6 +174,7 @@ impl Store {
         if applied.is_some() {
             return Ok(false);
         }
+        for content in parts {
         match content {
             DownloadContent::Results(pairs) => {
                 apply_results(&mut tx, province, download_id, pairs).await?
@@ -209,6 +215,7 @@ impl Store {
                 .await?;
             }
             DownloadContent::Other => {}
+        }
         }
         sqlx::query("UPDATE download_files SET applied_at = ? WHERE id = ?")
             .bind(&now_s)

@@ -1,0 +1,277 @@
+//! The commands behind the CLI: each takes the loaded settings and does one thing. `main.rs`
+//! only parses arguments and calls one of these.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tracing::{info, warn};
+
+use crate::bureau::sandbox::{self, Extensions, SandboxConfig, SandboxHandle};
+use crate::calendar::Calendar;
+use crate::config::{Secret, Settings};
+use crate::domain::import::parse_file;
+use crate::pipeline::{CycleReport, Gateway};
+use crate::store::{self, Store};
+
+/// Credentials the bundled sandbox uses when the configuration leaves them empty.
+const SANDBOX_PASSWORD: &str = "sandbox-password";
+const SANDBOX_AES_KEY: &str = "0123456789abcdef";
+const SANDBOX_AES_IV: &str = "fedcba9876543210";
+
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open(&settings.database.url, settings.database.max_connections)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&settings.database.url)))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The files an import path names: a file, or every `*.json`/`*.jsonl` in a directory.
+fn import_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "jsonl")))
+            .collect();
+        files.sort();
+        Ok(files)
+    } else {
+        Ok(vec![path.to_owned()])
+    }
+}
+
+/// `import PATH…`: each file all or nothing. Returns (new, unchanged, failed files).
+pub async fn import(store: &Store, paths: &[PathBuf]) -> anyhow::Result<(usize, usize, usize)> {
+    let (mut new, mut unchanged, mut failed) = (0, 0, 0);
+    for path in paths {
+        for file in import_files(path)? {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    failed += 1;
+                    continue;
+                }
+            };
+            let filings = match parse_file(&file, &text) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: {e} (nothing imported from this file)");
+                    failed += 1;
+                    continue;
+                }
+            };
+            match store.import(&filings, "import").await {
+                Ok(s) => {
+                    new += s.new;
+                    unchanged += s.unchanged;
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e} (nothing imported from this file)", file.display());
+                    failed += 1;
+                }
+            }
+        }
+    }
+    Ok((new, unchanged, failed))
+}
+
+/// `export`: JSON Lines on standard output.
+pub async fn export(store: &Store, id: Option<&str>, state: Option<&str>, json: bool) -> anyhow::Result<()> {
+    if let Some(s) = state {
+        if !store::state::ALL.contains(&s) {
+            bail!("unknown state {s:?}; one of: {}", store::state::ALL.join(", "));
+        }
+    }
+    let outcomes = store.export(id, state).await?;
+    if id.is_some() && outcomes.is_empty() {
+        bail!("no filing with id {:?}", id.unwrap_or_default());
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for o in &outcomes {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(o)?)?;
+        } else {
+            let numbers: Vec<String> = o
+                .subject_record_number
+                .iter()
+                .cloned()
+                .chain(o.site_record_numbers.iter().map(|s| format!("{} {}", s.domain, s.number)))
+                .chain(o.app_record_numbers.iter().map(|a| format!("{} {}", a.package_name, a.number)))
+                .collect();
+            let reasons: Vec<String> = o.reasons.iter().map(|r| format!("{} {}", r.code, r.message)).collect();
+            writeln!(
+                out,
+                "{:<16} {:<16} attempts={} {}{}",
+                o.id,
+                o.state,
+                o.attempts,
+                numbers.join(", "),
+                if reasons.is_empty() { String::new() } else { format!(" reasons: {}", reasons.join("; ")) }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn sandbox_config(settings: &Settings) -> SandboxConfig {
+    let b = &settings.bureau;
+    let s = &settings.sandbox;
+    SandboxConfig {
+        isp_id: b.isp_id,
+        user_name: b.user.clone(),
+        password: b.password.expose().to_owned(),
+        aes_key: b.aes_key.expose().to_owned(),
+        aes_iv: b.aes_iv.expose().to_owned(),
+        soap_namespace: b.soap_namespace.clone(),
+        extensions: Extensions { app: true, sms: true },
+        decision_delay: Duration::from_millis(s.decision_delay_ms),
+        sms_time_factor: s.sms_time_factor,
+        sms_confirm_delay: Duration::from_millis(s.sms_confirm_delay_ms),
+        seed_path: s.seed.clone(),
+        ..SandboxConfig::default()
+    }
+}
+
+/// Fills empty credentials with the sandbox's, so the sandbox works with no configuration.
+pub fn with_sandbox_credentials(settings: &mut Settings) {
+    let b = &mut settings.bureau;
+    if b.password.is_empty() {
+        b.password = Secret::new(SANDBOX_PASSWORD);
+    }
+    if b.aes_key.is_empty() {
+        b.aes_key = Secret::new(SANDBOX_AES_KEY);
+    }
+    if b.aes_iv.is_empty() {
+        b.aes_iv = Secret::new(SANDBOX_AES_IV);
+    }
+}
+
+/// `sandbox --listen ADDR`: serve the sandbox bureau until interrupted.
+pub async fn serve_sandbox(mut settings: Settings, listen: &str) -> anyhow::Result<()> {
+    with_sandbox_credentials(&mut settings);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let handle = sandbox::start(listener, sandbox_config(&settings)).await?;
+    info!(address = %handle.local_addr(), "sandbox bureau listening; base URL http://{}/{{province}}", handle.local_addr());
+    tokio::signal::ctrl_c().await?;
+    handle.shutdown();
+    Ok(())
+}
+
+/// Starts the in-process sandbox and points the bureau settings at it.
+pub async fn start_sandbox_for(settings: &mut Settings) -> anyhow::Result<SandboxHandle> {
+    with_sandbox_credentials(settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let handle = sandbox::start(listener, sandbox_config(settings)).await?;
+    settings.bureau.url = format!("http://{}/{{province}}", handle.local_addr());
+    settings.bureau.provinces.clear();
+    settings.bureau.extensions = vec!["app".into(), "sms".into()];
+    info!(address = %handle.local_addr(), "sandbox bureau started in-process");
+    Ok(handle)
+}
+
+/// Whether every filing is in a state that waits for a person.
+async fn all_settled(store: &Store) -> anyhow::Result<bool> {
+    let counts = store.counts().await?;
+    Ok(counts
+        .iter()
+        .all(|(state, n)| *n == 0 || store::state::is_terminal(state) || state == store::state::HELD))
+}
+
+pub struct RunOptions {
+    pub exit_when_done: bool,
+    pub fast: bool,
+}
+
+/// `run`: the daemon. Schedules from config; a job still running is not started twice.
+pub async fn run(settings: Arc<Settings>, store: Store, opts: RunOptions) -> anyhow::Result<CycleReport> {
+    let gateway = Arc::new(Gateway::new(store.clone(), settings.clone(), Calendar::weekdays_only()));
+    let (submit_cron, poll_cron) = if opts.fast {
+        ("*/1 * * * * *".to_owned(), "*/1 * * * * *".to_owned())
+    } else {
+        (settings.schedule.submit.clone(), settings.schedule.poll.clone())
+    };
+    let mut scheduler = JobScheduler::new().await?;
+    let total = Arc::new(tokio::sync::Mutex::new(CycleReport::default()));
+    for (name, cron, poll) in [("schedule.submit", submit_cron, false), ("schedule.poll", poll_cron, true)] {
+        let gw = gateway.clone();
+        let busy = Arc::new(tokio::sync::Mutex::new(()));
+        let total = total.clone();
+        let job = Job::new_async_tz(cron.as_str(), chrono_tz::Asia::Shanghai, move |_, _| {
+            let gw = gw.clone();
+            let busy = busy.clone();
+            let total = total.clone();
+            Box::pin(async move {
+                let Ok(_running) = busy.try_lock() else {
+                    return; // the previous run of this job is still going
+                };
+                let report = if poll {
+                    gw.poll_all().await
+                } else {
+                    let mut r = match gw.intake().await {
+                        Ok(r) => r,
+                        Err(e) => CycleReport { errors: vec![e.to_string()], ..Default::default() },
+                    };
+                    r.merge(gw.submit_all().await);
+                    r
+                };
+                for e in &report.errors {
+                    warn!(error = %e, "cycle error");
+                }
+                total.lock().await.merge(report);
+            })
+        })
+        .with_context(|| format!("configuration key {name}: invalid cron expression {cron:?}"))?;
+        scheduler.add(job).await?;
+    }
+    scheduler.start().await?;
+    info!("scheduler started");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                info!("interrupted; stopping");
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if opts.exit_when_done && all_settled(&store).await? {
+                    info!("every filing is settled; exiting");
+                    break;
+                }
+            }
+        }
+    }
+    scheduler.shutdown().await?;
+    let report = total.lock().await.clone();
+    Ok(report)
+}
+
+/// `once`: one full cycle (intake, submit, poll), then return its report.
+pub async fn once(settings: Arc<Settings>, store: Store) -> CycleReport {
+    let gateway = Gateway::new(store, settings, Calendar::weekdays_only());
+    gateway.cycle().await
+}
+
+/// `status`: counts per state.
+pub async fn status(store: &Store) -> anyhow::Result<()> {
+    for (state, n) in store.counts().await? {
+        println!("{state:<18} {n}");
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Test helpers: a sandbox bureau on a random port, a fresh SQLite file, the real gateway.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beian_gateway::bureau::sandbox::SandboxHandle;
+use beian_gateway::calendar::Calendar;
+use beian_gateway::commands;
+use beian_gateway::config::Settings;
+use beian_gateway::pipeline::{CycleReport, Gateway};
+use beian_gateway::store::{Outcome, Store};
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub gateway: Gateway,
+    pub sandbox: SandboxHandle,
+}
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Settings for a test: fast sandbox delays, tiny retry intervals.
+pub fn test_settings(db: &std::path::Path) -> Settings {
+    let mut s = Settings::load(None).expect("default settings load");
+    s.database.url = format!("sqlite:{}", db.display());
+    s.sandbox.decision_delay_ms = 150;
+    s.sandbox.sms_confirm_delay_ms = 250;
+    s.sandbox.sms_time_factor = 2.0 / 86_400.0; // the 24 h SMS window lasts 2 s
+    s.bureau.retry_initial_ms = 20;
+    s.bureau.retry_max_interval_secs = 1;
+    s.bureau.retry_max_elapsed_secs = 5;
+    s.bureau.request_timeout_secs = 5;
+    s.attachments.dir = fixtures().join("attachments");
+    s
+}
+
+pub async fn start(mutate: impl FnOnce(&mut Settings)) -> TestEnv {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = test_settings(&dir.path().join("gateway.db"));
+    mutate(&mut settings);
+    let sandbox = commands::start_sandbox_for(&mut settings).await.expect("sandbox starts");
+    let store = Store::open(&settings.database.url, 4).await.expect("store opens");
+    let settings = Arc::new(settings);
+    let gateway = Gateway::new(store.clone(), settings.clone(), Calendar::weekdays_only());
+    TestEnv { dir, settings, store, gateway, sandbox }
+}
+
+impl TestEnv {
+    pub async fn import_fixtures(&self) {
+        let (new, _, failed) = commands::import(&self.store, &[fixtures().join("filings")])
+            .await
+            .expect("import runs");
+        assert_eq!(failed, 0, "every fixture imports");
+        assert!(new > 0);
+    }
+
+    /// Runs cycles until every filing is settled or the time is up.
+    pub async fn settle(&self, limit: Duration) -> CycleReport {
+        let started = Instant::now();
+        let mut total = CycleReport::default();
+        loop {
+            total.merge(self.gateway.cycle().await);
+            let outcomes = self.outcomes().await;
+            let settled = outcomes.values().all(|o| {
+                matches!(o.state.as_str(), "approved" | "rejected" | "expired" | "needs_correction")
+                    && !(o.state == "approved" && o.subject_record_number.is_none() && needs_numbers(&o.id))
+            });
+            if settled || started.elapsed() > limit {
+                return total;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn outcomes(&self) -> BTreeMap<String, Outcome> {
+        self.store
+            .export(None, None)
+            .await
+            .expect("export")
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect()
+    }
+}
+
+/// Filings whose approval is followed by a BASJ with numbers (not cancellations).
+fn needs_numbers(id: &str) -> bool {
+    !id.starts_with("F-CAN")
+}

@@ -78,6 +78,7 @@ pub fn prepare_jpeg(
     if bytes.len() <= max_jpeg_bytes {
         return Ok(bytes.to_vec());
     }
+    let t0 = std::time::Instant::now();
     let original = decode(bytes)?;
     let (width, height) = (original.width(), original.height());
     let cannot_fit = || AttachmentError::CannotFit {
@@ -94,42 +95,95 @@ pub fn prepare_jpeg(
     let min_scale = (f64::from(min_width) / f64::from(width))
         .max(f64::from(min_height) / f64::from(height))
         .min(1.0);
-    let mut scale = 1.0f64;
+    let max = max_jpeg_bytes as f64;
+    // Full-size encodes are the expensive ones: skip them when even quality 60 cannot fit
+    // (re-encoding rarely takes a JPEG below ~half its size at 85, ~0.6 of that at 60).
+    let hopeless_full = bytes.len() as f64 * 0.8 * 0.6 > max * 1.2;
+    let mut scale = if hopeless_full {
+        ((max / (bytes.len() as f64 * 0.8 * 0.6)).sqrt() * 0.95).clamp(min_scale, 1.0)
+    } else {
+        1.0
+    };
+    // The smallest scale known not to fit (at any quality).
+    let mut too_big_at = if hopeless_full { Some(1.0) } else { None };
     let mut buf = Vec::with_capacity(max_jpeg_bytes * 2);
     loop {
-        let scaled;
-        let img = if scale >= 1.0 {
-            &original
-        } else {
-            let w = ((f64::from(width) * scale).round() as u32)
-                .max(min_width)
-                .max(1);
-            let h = ((f64::from(height) * scale).round() as u32)
-                .max(min_height)
-                .max(1);
-            scaled = original.resize_exact(w, h, FilterType::Triangle);
-            &scaled
-        };
-        let mut smallest = usize::MAX;
-        for (k, &q) in QUALITIES.iter().enumerate() {
-            // Quality 60 is roughly 0.6× the size of 85: skip it when it cannot fit anyway.
-            if k > 0 && smallest as f64 * 0.6 > max_jpeg_bytes as f64 * 1.6 {
-                smallest = (smallest as f64 * 0.6) as usize;
-                break;
-            }
-            encode(img, q, &mut buf)?;
-            if buf.len() <= max_jpeg_bytes {
+        let img = scaled(&original, scale, min_width, min_height);
+        match encode_to_fit(&img, max_jpeg_bytes, &mut buf)? {
+            Fit::Fits(quality) => {
+                // A fit with much room to spare and a larger size not ruled out: one step up.
+                if scale < 1.0 && (buf.len() as f64) < max * 0.75 {
+                    let ceiling = too_big_at.map_or(1.0, |t| (t + scale) / 2.0);
+                    let up = (scale * (max / buf.len() as f64).sqrt() * 0.97).min(ceiling);
+                    if up > scale * 1.05 {
+                        let bigger = scaled(&original, up, min_width, min_height);
+                        let mut second = Vec::with_capacity(max_jpeg_bytes);
+                        encode(&bigger, quality, &mut second)?;
+                        if second.len() <= max_jpeg_bytes {
+                            return Ok(second);
+                        }
+                    }
+                }
                 return Ok(buf);
             }
-            smallest = smallest.min(buf.len());
+            Fit::TooBig(smallest) => {
+                if scale <= min_scale {
+                    return Err(cannot_fit());
+                }
+                too_big_at = Some(scale);
+                // Size grows about with the pixel count: aim a little under the limit.
+                let guess = scale * (max / smallest as f64).sqrt() * 0.95;
+                scale = guess.clamp(scale * 0.5, scale * 0.9).max(min_scale);
+            }
         }
-        if scale <= min_scale {
-            return Err(cannot_fit());
-        }
-        // Size grows about with the pixel count: aim a little under the limit.
-        let guess = scale * (max_jpeg_bytes as f64 / smallest as f64).sqrt() * 0.95;
-        scale = guess.clamp(scale * 0.5, scale * 0.9).max(min_scale);
     }
+}
+
+enum Fit {
+    /// `buf` holds a JPEG within the limit, at this quality.
+    Fits(u8),
+    /// Nothing fitted; the smallest (possibly estimated) size seen.
+    TooBig(usize),
+}
+
+/// Tries the qualities best first, skipping a lower one that would clearly not fit either.
+fn encode_to_fit(
+    img: &DynamicImage,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<Fit, AttachmentError> {
+    let mut smallest = usize::MAX;
+    for (k, &q) in QUALITIES.iter().enumerate() {
+        // Quality 60 is roughly 0.55× the size of 85.
+        if k > 0 && smallest as f64 * 0.55 > max as f64 * 1.2 {
+            return Ok(Fit::TooBig((smallest as f64 * 0.55) as usize));
+        }
+        encode(img, q, buf)?;
+        if buf.len() <= max {
+            return Ok(Fit::Fits(q));
+        }
+        smallest = smallest.min(buf.len());
+    }
+    Ok(Fit::TooBig(smallest))
+}
+
+/// The image at `scale` (aspect kept, never below the minimum dimensions).
+fn scaled(
+    original: &DynamicImage,
+    scale: f64,
+    min_width: u32,
+    min_height: u32,
+) -> std::borrow::Cow<'_, DynamicImage> {
+    if scale >= 1.0 {
+        return std::borrow::Cow::Borrowed(original);
+    }
+    let w = ((f64::from(original.width()) * scale).round() as u32)
+        .max(min_width)
+        .max(1);
+    let h = ((f64::from(original.height()) * scale).round() as u32)
+        .max(min_height)
+        .max(1);
+    std::borrow::Cow::Owned(original.resize_exact(w, h, FilterType::Triangle))
 }
 
 fn decode(bytes: &[u8]) -> Result<DynamicImage, AttachmentError> {
@@ -164,12 +218,16 @@ mod tests {
 
     /// A noisy image (noise compresses badly, so re-encoding has work to do).
     fn noisy_jpeg(w: u32, h: u32, quality: u8) -> Vec<u8> {
+        noisy_jpeg_amp(w, h, quality, 0x3f)
+    }
+
+    fn noisy_jpeg_amp(w: u32, h: u32, quality: u8, amp: u32) -> Vec<u8> {
         let mut state = 0x2545_f491_u32;
         let img = RgbImage::from_fn(w, h, |x, y| {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
-            let n = (state & 0x3f) as u8;
+            let n = (state & amp) as u8;
             Rgb([(x % 256) as u8 ^ n, (y % 256) as u8 ^ n, n.wrapping_mul(3)])
         });
         let mut out = Vec::new();
@@ -218,8 +276,9 @@ mod tests {
 
     #[test]
     fn large_is_reencoded_to_fit_at_or_above_min_dims() {
-        let jpeg = noisy_jpeg(1600, 1200, 95);
+        let jpeg = noisy_jpeg_amp(1600, 1200, 92, 0x0f);
         let max = max_jpeg_bytes(AttachmentKind::License);
+        assert!(jpeg.len() <= MAX_INPUT_BYTES, "{}", jpeg.len());
         assert!(jpeg.len() > max);
         let out = prepare_jpeg(&jpeg, max, 600, 400).unwrap();
         assert!(out.len() <= max, "{} > {max}", out.len());

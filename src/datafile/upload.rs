@@ -163,6 +163,9 @@ pub fn build_upload_xml(
         b.record();
     }
     if !errors.is_empty() {
+        // A value used twice (a `sameAsSubject` principal) is reported once.
+        let mut seen = std::collections::HashSet::new();
+        errors.retain(|e| seen.insert((e.filing_id.clone(), e.field.clone(), e.message.clone())));
         return Err(errors);
     }
     let size: usize = bodies.iter().map(String::len).sum();
@@ -1302,4 +1305,318 @@ fn punycode(input: &[u32]) -> Option<String> {
         n = n.checked_add(1)?;
     }
     Some(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datafile::ids::{DomainIds, EmptyRegistry, SiteRecordIds, plan_ids};
+
+    fn fixture(name: &str) -> Filing {
+        let path = format!("{}/fixtures/filings/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        crate::domain::import::parse_file(std::path::Path::new(&path), &text)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn planned(f: &Filing) -> RecordIds {
+        let mut n = 0;
+        plan_ids(f, &EmptyRegistry, &mut || {
+            n += 1;
+            n
+        })
+        .unwrap()
+    }
+
+    fn placeholders(f: &Filing) -> Vec<PreparedAttachment> {
+        (0..f.attachments.len())
+            .map(|index| PreparedAttachment {
+                index,
+                jpeg_base64: "AAAA".into(),
+            })
+            .collect()
+    }
+
+    const OPTS: BuildOptions = BuildOptions {
+        isp_id: 1_100_001_234,
+        app_extension: false,
+    };
+
+    fn build_with(
+        f: &Filing,
+        ids: &RecordIds,
+        codes: &CodeTables,
+    ) -> Result<String, Vec<BuildError>> {
+        let atts = placeholders(f);
+        let rec = BuildRecord {
+            filing: f,
+            ids,
+            attachments: &atts,
+        };
+        build_upload_xml(&[rec], codes, &OPTS)
+    }
+
+    fn build(f: &Filing) -> Result<String, Vec<BuildError>> {
+        build_with(f, &planned(f), &CodeTables::bundled().unwrap())
+    }
+
+    fn fields(errors: &[BuildError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn region_split_county_and_prefecture() {
+        let codes = CodeTables::bundled().unwrap();
+        assert_eq!(
+            region_ids(&codes, Some("110108")),
+            Ok((110000, 110100, Some(110108)))
+        );
+        assert_eq!(
+            region_ids(&codes, Some("440305")),
+            Ok((440000, 440300, Some(440305)))
+        );
+        assert_eq!(
+            region_ids(&codes, Some("440300")),
+            Ok((440000, 440300, None))
+        );
+        assert!(
+            region_ids(&codes, Some("110000")).is_err(),
+            "a province is not enough"
+        );
+        assert!(region_ids(&codes, Some("999999")).is_err());
+        assert!(region_ids(&codes, None).is_err());
+
+        let mut f = fixture("first.json");
+        f.subject.region = Some("440300".into());
+        let xml = build(&f).unwrap();
+        assert!(
+            xml.contains("<Txdz><Shengid>440000</Shengid><Shiid>440300</Shiid><Xxdz>"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn a_code_missing_from_the_table_names_the_field() {
+        let mut codes = CodeTables::bundled().unwrap();
+        codes.merge(
+            CodeTables::parse_jcdm(
+                "<DownloadData><JCDM><Jcdm_xx><Wzfwlx_dms><Wzfwlx_xx><Id>1</Id><Mc>综合门户</Mc></Wzfwlx_xx>\
+                 </Wzfwlx_dms></Jcdm_xx></JCDM></DownloadData>",
+            )
+            .unwrap(),
+        );
+        let f = fixture("first.json");
+        let errors = build_with(&f, &planned(&f), &codes).unwrap_err();
+        assert_eq!(fields(&errors), vec!["websites[0].serviceContent"]);
+        assert_eq!(errors[0].filing_id, "F-FIRST-001");
+        assert!(
+            errors[0].message.contains("单位门户网站"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn non_gbk_characters_and_every_other_fault_are_all_reported() {
+        let mut f = fixture("first.json");
+        f.subject.name = Some("北京示例😀科技有限公司".into());
+        f.websites[0].remark = Some("bell\u{7}".into());
+        f.websites[0].home_urls.push("www.example-first.cn".into());
+        f.websites[0]
+            .access
+            .as_mut()
+            .unwrap()
+            .ips
+            .push("2001:db8::1".into());
+        let errors = build(&f).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            vec![
+                "subject.name",
+                "websites[0].access.ips[1]",
+                "websites[0].homeUrls",
+                "websites[0].remark",
+            ]
+        );
+        assert!(errors[0].message.contains("GBK"), "{}", errors[0].message);
+    }
+
+    #[test]
+    fn two_domains_in_a_website_is_an_error() {
+        let mut f = fixture("first.json");
+        f.websites[0].domains.push("example-second.com".into());
+        let ids = planned(&f);
+        let errors = build_with(&f, &ids, &CodeTables::bundled().unwrap()).unwrap_err();
+        assert_eq!(fields(&errors), vec!["websites[0].domains"]);
+    }
+
+    #[test]
+    fn cancellations_map_to_zxlb_and_the_right_province_id() {
+        let xml = build(&fixture("cancel-subject.json")).unwrap();
+        assert!(
+            xml.contains("<Zx_xx><Zxlb>0</Zxlb><Jlid>3300400</Jlid><Zxly>99</Zxly><Zxlybz>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<ICPmm>4b4995d729c5f3bafa2c1e037a50166a</ICPmm></Zx_xx>"));
+        let xml = build(&fixture("cancel-site.json")).unwrap();
+        assert!(
+            xml.contains(
+                "<ZXBA><Zx_xx><Zxlb>1</Zxlb><Jlid>3112001</Jlid><Zxly>1</Zxly></Zx_xx></ZXBA>"
+            ),
+            "{xml}"
+        );
+        let xml = build(&fixture("cancel-access.json")).unwrap();
+        assert!(
+            xml.contains(
+                "<ZXBA><Zx_xx><Zxlb>2</Zxlb><Jlid>99120700</Jlid><Zxly>2</Zxly></Zx_xx></ZXBA>"
+            ),
+            "{xml}"
+        );
+
+        let mut f = fixture("cancel-subject.json");
+        f.icp_password_md5 = None;
+        assert_eq!(fields(&build(&f).unwrap_err()), vec!["icpPasswordMd5"]);
+    }
+
+    #[test]
+    fn bgba_carries_province_ids_of_existing_domains_and_ips_and_new_provider_ids() {
+        let mut f = fixture("change-access.json");
+        f.websites[0].access.as_mut().unwrap().ips =
+            vec!["203.0.113.60".into(), "203.0.113.66".into()];
+        let ids = RecordIds {
+            isp_ztid: None,
+            ztid: Some(3_300_600),
+            websites: vec![SiteRecordIds {
+                isp_wzid: None,
+                wzid: Some(8_812_600),
+                domains: vec![DomainIds {
+                    isp_ymid: 7,
+                    ymid: Some(70),
+                }],
+                isp_jrid: None,
+                jrid: Some(99_120_600),
+                ips: vec![
+                    IpIds {
+                        isp_ipid: 8,
+                        ipid: Some(80),
+                    },
+                    IpIds {
+                        isp_ipid: 9,
+                        ipid: None,
+                    },
+                ],
+            }],
+            apps: vec![],
+        };
+        let xml = build_with(&f, &ids, &CodeTables::bundled().unwrap()).unwrap();
+        assert!(
+            xml.contains(
+                "<Ym_xx><IspYmid>7</IspYmid><Ymid>70</Ymid><Ym>access-change.com</Ym></Ym_xx>"
+            ),
+            "{xml}"
+        );
+        assert!(xml.contains("<Jr_xx><Jrid>99120600</Jrid>"));
+        assert!(
+            xml.contains("<Ip_xx><IspIpid>8</IspIpid><Ipid>80</Ipid><Qsip>3405803836</Qsip>"),
+            "{xml}"
+        );
+        assert!(xml.contains(
+            "<Ip_xx><IspIpid>9</IspIpid><Qsip>3405803842</Qsip><Zzip>3405803842</Zzip></Ip_xx>"
+        ));
+        assert!(xml.contains("<Baxh>京ICP备2021000006号-1</Baxh>"));
+        assert!(!xml.contains("Bbfs"), "Bbfs belongs to new subjects only");
+    }
+
+    #[test]
+    fn operations_group_records_and_qqdwid_closes_the_icp() {
+        let a = fixture("first.json");
+        let b = fixture("first-rejected.json");
+        let c = fixture("add-access.json");
+        let (ia, ib, ic) = (planned(&a), planned(&b), planned(&c));
+        let (pa, pb, pc) = (placeholders(&a), placeholders(&b), placeholders(&c));
+        let recs = [
+            BuildRecord {
+                filing: &c,
+                ids: &ic,
+                attachments: &pc,
+            },
+            BuildRecord {
+                filing: &a,
+                ids: &ia,
+                attachments: &pa,
+            },
+            BuildRecord {
+                filing: &b,
+                ids: &ib,
+                attachments: &pb,
+            },
+        ];
+        let xml = build_upload_xml(&recs, &CodeTables::bundled().unwrap(), &OPTS).unwrap();
+        assert!(xml.starts_with(
+            r#"<?xml version="1.0" encoding="GBK"?><UploadData version="V.3.0"><ICP><XZBA><Baxx>"#
+        ));
+        assert_eq!(xml.matches("<XZBA>").count(), 1);
+        assert_eq!(xml.matches("<Baxx>").count(), 2);
+        assert!(xml.find("</XZBA><XZJR>").is_some());
+        assert!(xml.ends_with("</XZJR><Qqdwid>1100001234</Qqdwid></ICP></UploadData>"));
+    }
+
+    #[test]
+    fn app_needs_the_extension_and_apps_need_the_app_type() {
+        let f = fixture("app.json");
+        assert_eq!(fields(&build(&f).unwrap_err()), vec!["type"]);
+        let mut g = fixture("first.json");
+        g.apps = f.apps.clone();
+        assert_eq!(fields(&build(&g).unwrap_err()), vec!["apps"]);
+    }
+
+    #[test]
+    fn unprepared_attachments_and_missing_values_are_errors() {
+        let mut f = fixture("first.json");
+        f.subject.principal.as_mut().unwrap().mobile = None;
+        f.subject.remark = Some("  ".into());
+        let ids = planned(&f);
+        let atts = placeholders(&f);
+        let rec = BuildRecord {
+            filing: &f,
+            ids: &ids,
+            attachments: &atts[1..],
+        };
+        let errors = build_upload_xml(&[rec], &CodeTables::bundled().unwrap(), &OPTS).unwrap_err();
+        // Fzr_sjhm of the subject and of the website (sameAsSubject): one error, one path.
+        assert_eq!(
+            fields(&errors),
+            vec!["subject.principal.mobile", "attachments[0].path"]
+        );
+    }
+
+    #[test]
+    fn record_counts() {
+        assert_eq!(record_count(&fixture("first.json")), 1);
+        assert_eq!(record_count(&fixture("change-subject.json")), 1);
+        let mut f = fixture("add-access.json");
+        f.websites.push(f.websites[0].clone());
+        assert_eq!(record_count(&f), 2);
+        assert_eq!(record_count(&fixture("cancel-site.json")), 1);
+    }
+
+    #[test]
+    fn domains_go_lowercase_ascii_with_punycode() {
+        assert_eq!(
+            ascii_domain("WWW.Example.COM").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(
+            ascii_domain("例子.测试").as_deref(),
+            Some("xn--fsqu00a.xn--0zwm56d")
+        );
+        assert_eq!(ascii_domain("中国").as_deref(), Some("xn--fiqs8s"));
+        assert_eq!(
+            ascii_domain("Bücher.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(ascii_domain("a..b"), None);
+        assert_eq!(ascii_domain(""), None);
+    }
 }

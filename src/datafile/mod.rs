@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod download;
 pub mod ids;
 pub mod upload;
 

@@ -69,7 +69,10 @@ impl Entry {
     }
     /// `Sfyx` 0 marks an entry no longer valid; absent means valid.
     pub fn valid(&self) -> bool {
-        self.fields.get("Sfyx").map(|s| s.trim() != "0").unwrap_or(true)
+        self.fields
+            .get("Sfyx")
+            .map(|s| s.trim() != "0")
+            .unwrap_or(true)
     }
     pub fn get(&self, field: &str) -> Option<&str> {
         self.fields.get(field).map(|s| s.trim())
@@ -80,7 +83,9 @@ impl Entry {
 pub enum CodeError {
     #[error("code table {table} has no valid entry named {name:?}")]
     Missing { table: &'static str, name: String },
-    #[error("code table {table}: entry {name:?} has id {id}, outside the schema's range {min}..={max}")]
+    #[error(
+        "code table {table}: entry {name:?} has id {id}, outside the schema's range {min}..={max}"
+    )]
     OutOfRange {
         table: &'static str,
         name: String,
@@ -390,9 +395,18 @@ mod tests {
     #[test]
     fn bundled_tables_resolve_every_word() {
         let t = CodeTables::bundled().unwrap();
-        assert_eq!(t.id_by_name(Table::Dwxz, nature_name(Nature::Enterprise)), Ok(4));
-        assert_eq!(t.id_by_name(Table::Zjlx, id_type_name(IdType::ResidentId)), Ok(2));
-        assert_eq!(t.id_by_name(Table::Zxly, cancel_reason_name(CancelReason::Other)), Ok(99));
+        assert_eq!(
+            t.id_by_name(Table::Dwxz, nature_name(Nature::Enterprise)),
+            Ok(4)
+        );
+        assert_eq!(
+            t.id_by_name(Table::Zjlx, id_type_name(IdType::ResidentId)),
+            Ok(2)
+        );
+        assert_eq!(
+            t.id_by_name(Table::Zxly, cancel_reason_name(CancelReason::Other)),
+            Ok(99)
+        );
         assert_eq!(t.id_by_name(Table::Fjwjgs, JPG), Ok(1));
         assert_eq!(t.location_id("440000"), Ok(19));
         assert_eq!(t.province_abbrev("110000"), Some("京"));
@@ -413,7 +427,10 @@ mod tests {
         .unwrap();
         t.merge(newer);
         assert_eq!(t.id_by_name(Table::Dwxz, "企业"), Ok(40));
-        assert!(t.id_by_name(Table::Dwxz, "个人").is_err(), "Sfyx 0 is not usable");
+        assert!(
+            t.id_by_name(Table::Dwxz, "个人").is_err(),
+            "Sfyx 0 is not usable"
+        );
         assert_eq!(t.location_id("110000"), Ok(1), "other tables kept");
     }
 

@@ -167,8 +167,8 @@ pub fn zip_one(entry_name: &str, data: &[u8]) -> Result<Vec<u8>, PackageError> {
 
 /// The single entry of a zip: its name and bytes (at most `cap` bytes unpacked).
 pub fn unzip_one(zip_bytes: &[u8], cap: usize) -> Result<(String, Vec<u8>), PackageError> {
-    let mut archive =
-        zip::ZipArchive::new(Cursor::new(zip_bytes)).map_err(|e| PackageError::Zip(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip_bytes))
+        .map_err(|e| PackageError::Zip(e.to_string()))?;
     if archive.len() != 1 {
         return Err(PackageError::EntryCount(archive.len()));
     }
@@ -200,7 +200,11 @@ pub struct Packed {
 }
 
 /// GBK XML bytes → zip → MD5 → optional AES → base64 (section 3).
-pub fn pack(entry_name: &str, gbk_xml: &[u8], key: Option<&AesKey>) -> Result<Packed, PackageError> {
+pub fn pack(
+    entry_name: &str,
+    gbk_xml: &[u8],
+    key: Option<&AesKey>,
+) -> Result<Packed, PackageError> {
     let zip = zip_one(entry_name, gbk_xml)?;
     Ok(pack_zip(zip, key))
 }
@@ -266,8 +270,17 @@ mod tests {
     #[test]
     fn non_gbk_character_is_refused_not_replaced() {
         let err = encode_gbk("abc😀").unwrap_err();
-        assert!(matches!(err, PackageError::NotGbk { ch: '😀', offset: 3 }));
-        assert_eq!(decode_gbk(&encode_gbk("北京示例").unwrap()).unwrap(), "北京示例");
+        assert!(matches!(
+            err,
+            PackageError::NotGbk {
+                ch: '😀',
+                offset: 3
+            }
+        ));
+        assert_eq!(
+            decode_gbk(&encode_gbk("北京示例").unwrap()).unwrap(),
+            "北京示例"
+        );
     }
 
     #[test]

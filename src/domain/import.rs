@@ -97,7 +97,11 @@ fn parse_value(file: &str, index: usize, value: serde_json::Value) -> Result<Fil
         ImportError {
             file: file.to_owned(),
             filing: filing_name,
-            field: if path == "." { "(document)".into() } else { path },
+            field: if path == "." {
+                "(document)".into()
+            } else {
+                path
+            },
             message: e.into_inner().to_string(),
         }
     })
@@ -125,7 +129,10 @@ mod tests {
         let e = parse_file(Path::new("a.json"), &bad).unwrap_err();
         assert_eq!(e.filing, "F-1");
         assert_eq!(e.field, "subject.principal.nick");
-        assert!(e.to_string().starts_with("a.json: filing F-1: subject.principal"));
+        assert!(
+            e.to_string()
+                .starts_with("a.json: filing F-1: subject.principal")
+        );
     }
 
     #[test]
@@ -143,8 +150,15 @@ mod tests {
         let bad = MIN.replace(r#","subject":{}"#, "");
         let e = parse_file(Path::new("a.json"), &bad).unwrap_err();
         assert!(e.message.contains("subject"), "{e}");
-        let nulls = MIN.replace(r#""subject":{}"#, r#""subject":{"name":null},"websites":null"#);
-        assert!(parse_file(Path::new("a.json"), &nulls).unwrap()[0].websites.is_empty());
+        let nulls = MIN.replace(
+            r#""subject":{}"#,
+            r#""subject":{"name":null},"websites":null"#,
+        );
+        assert!(
+            parse_file(Path::new("a.json"), &nulls).unwrap()[0]
+                .websites
+                .is_empty()
+        );
     }
 
     #[test]

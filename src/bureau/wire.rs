@@ -242,6 +242,8 @@ pub enum WireError {
     MissingMsgCode,
     #[error("return document field {field} is not a number: {value:?}")]
     BadNumber { field: &'static str, value: String },
+    #[error("return document with msg_code {msg_code} lacks {field}")]
+    MissingField { msg_code: i64, field: &'static str },
     #[error("request Body holds no operation element")]
     NoOperation,
 }

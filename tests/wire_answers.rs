@@ -72,8 +72,15 @@ fn expectations() -> BTreeMap<&'static str, (Operation, Check)> {
         "upload-ok-version-extra.xml",
         (Upload, |r| {
             let d = code_only(r, 0);
-            assert!(d.msg.starts_with("接收成功 & 已入队 <OK> xxx"), "{}", &d.msg[..40]);
-            assert!(d.msg.chars().count() > 2000, "msg is free text of any length");
+            assert!(
+                d.msg.starts_with("接收成功 & 已入队 <OK> xxx"),
+                "{}",
+                &d.msg[..40]
+            );
+            assert!(
+                d.msg.chars().count() > 2000,
+                "msg is free text of any length"
+            );
             // `<fileInfos/>` is present but empty.
             assert_eq!(d.file_info, Some(wire::FileInfo::default()));
         }),
@@ -123,7 +130,11 @@ fn expectations() -> BTreeMap<&'static str, (Operation, Check)> {
             )
             .unwrap();
             assert_eq!(name, "BAJG1100001234000001.xml");
-            assert!(package::decode_gbk(&gbk).unwrap().contains("<Jgdm>1001</Jgdm>"));
+            assert!(
+                package::decode_gbk(&gbk)
+                    .unwrap()
+                    .contains("<Jgdm>1001</Jgdm>")
+            );
         }),
     );
     m.insert(
@@ -225,7 +236,10 @@ fn expectations() -> BTreeMap<&'static str, (Operation, Check)> {
             let d = ok(r);
             assert_eq!(d.status_infos.len(), 1);
             let s = &d.status_infos[0];
-            assert_eq!((s.bazt, s.wzmc.as_deref(), s.ztbah.as_deref()), (Some(1), None, None));
+            assert_eq!(
+                (s.bazt, s.wzmc.as_deref(), s.ztbah.as_deref()),
+                (Some(1), None, None)
+            );
         }),
     );
     m.insert(
@@ -254,7 +268,10 @@ fn expectations() -> BTreeMap<&'static str, (Operation, Check)> {
         "broken-html.xml",
         (Upload, |r| {
             assert!(
-                matches!(r, Err(WireError::NoBody { .. }) | Err(WireError::NotXml { .. })),
+                matches!(
+                    r,
+                    Err(WireError::NoBody { .. }) | Err(WireError::NotXml { .. })
+                ),
                 "{r:?}"
             )
         }),
@@ -330,18 +347,27 @@ fn every_answer_fixture_parses_as_declared() {
         if let Err(e) = &parsed {
             // Every error explains itself and never echoes a payload.
             let message = e.to_string();
-            assert!(!message.is_empty() && message.len() < 600, "{name}: {message}");
+            assert!(
+                !message.is_empty() && message.len() < 600,
+                "{name}: {message}"
+            );
         }
         println!("{name}: {:?}", parsed.as_ref().map(|d| d.msg_code));
         check(parsed);
         seen.push(name);
     }
-    assert!(missing.is_empty(), "fixtures without an expectation: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fixtures without an expectation: {missing:?}"
+    );
     let unused: Vec<_> = expectations
         .keys()
         .filter(|k| !seen.iter().any(|s| s == *k))
         .collect();
-    assert!(unused.is_empty(), "expectations without a fixture: {unused:?}");
+    assert!(
+        unused.is_empty(),
+        "expectations without a fixture: {unused:?}"
+    );
 }
 
 #[test]
@@ -349,7 +375,10 @@ fn readme_lists_every_fixture() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bureau/answers");
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     for name in expectations().keys() {
-        assert!(readme.contains(&format!("`{name}`")), "README.md lacks {name}");
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README.md lacks {name}"
+        );
     }
 }
 

@@ -171,7 +171,7 @@ pub async fn serve_sandbox(mut settings: Settings, listen: &str) -> anyhow::Resu
     let handle = sandbox::start(listener, sandbox_config(&settings)).await?;
     info!(address = %handle.local_addr(), "sandbox bureau listening; base URL http://{}/{{province}}", handle.local_addr());
     tokio::signal::ctrl_c().await?;
-    handle.shutdown();
+    handle.shutdown().await;
     Ok(())
 }
 

@@ -35,24 +35,38 @@ impl Gateway {
                 report.filings_sent += filings;
                 continue;
             }
-            let built = self.build_batch(province, &mut report).await?;
-            let Some(batch) = built else { break };
+            if !self.claim(province, &mut report).await? {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Claims the next batch of a bureau's queue and stores its file (one transaction, nothing
+    /// sent). Returns false when the queue had nothing to claim.
+    pub async fn claim(&self, province: &str, report: &mut CycleReport) -> Result<bool, PipelineError> {
+        for _ in 0..3 {
+            let Some(batch) = self.build_batch(province, report).await? else {
+                return Ok(false);
+            };
             match self
                 .store
                 .store_upload(province, batch.expected_last, &batch.file, &batch.attempts)
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => return Ok(true),
                 Err(StoreError::StreamMoved { .. }) => {
                     // Something changed under the claim (an admin hold, a correction): nothing
                     // was sent; build again from the current queue.
                     warn!(province, "claim lost a race; rebuilding the batch");
-                    continue;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(report)
+        Err(PipelineError::Bureau {
+            province: province.to_owned(),
+            message: "the queue kept changing under three claims in a row; trying next cycle".into(),
+        })
     }
 
     /// Sends one stored file exactly once; returns how many filings it carried.

@@ -17,6 +17,27 @@ use crate::domain::{
 /// The bundled default tables (a copy of ../shared/miit-v3/jcdm-default.xml).
 pub const DEFAULT_JCDM: &str = include_str!("../config/jcdm-default.xml");
 
+/// The text of an XML entity or character reference (`amp`, `#20013`, `#x4E2D`).
+fn resolve_reference(name: &str) -> Option<String> {
+    let ch = match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        _ => {
+            let code =
+                if let Some(hex) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                    u32::from_str_radix(hex, 16).ok()?
+                } else {
+                    name.strip_prefix('#')?.parse().ok()?
+                };
+            char::from_u32(code)?
+        }
+    };
+    Some(ch.to_string())
+}
+
 /// The JCDM tables the gateway uses, by entry element name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -146,14 +167,9 @@ impl CodeTables {
                 }
                 Ok(Event::GeneralRef(r)) => {
                     let name: &str = r.as_ref();
-                    text.push_str(match name {
-                        "amp" => "&",
-                        "lt" => "<",
-                        "gt" => ">",
-                        "quot" => "\"",
-                        "apos" => "'",
-                        _ => "",
-                    });
+                    text.push_str(&resolve_reference(name).ok_or_else(|| {
+                        CodeError::Malformed(format!("unknown entity reference &{name};"))
+                    })?);
                 }
                 Ok(Event::End(_)) => {
                     let name = stack.pop().unwrap_or_default();
@@ -282,7 +298,10 @@ impl CodeTables {
                 out.push_str(name);
                 out.push('>');
                 for (field, value) in &entry.fields {
-                    out.push_str(&format!("<{field}>{}</{field}>", quick_xml::escape::escape(value.as_str())));
+                    out.push_str(&format!(
+                        "<{field}>{}</{field}>",
+                        quick_xml::escape::escape(value.as_str())
+                    ));
                 }
                 out.push_str("</");
                 out.push_str(name);
@@ -456,6 +475,18 @@ mod tests {
             "Sfyx 0 is not usable"
         );
         assert_eq!(t.location_id("110000"), Ok(1), "other tables kept");
+    }
+
+    #[test]
+    fn character_references_are_decoded() {
+        let t = CodeTables::parse_jcdm(
+            "<DownloadData><JCDM><Jcdm_xx><Dwxz_dms><Dwxz_xx><Id>4</Id><Mc>&#x4F01;&#20225;&amp;</Mc></Dwxz_xx></Dwxz_dms></Jcdm_xx></JCDM></DownloadData>",
+        )
+        .unwrap();
+        assert_eq!(t.entries(Table::Dwxz)[0].name(), Some("企企&"));
+        assert!(
+            CodeTables::parse_jcdm("<DownloadData><JCDM>&bogus;</JCDM></DownloadData>").is_err()
+        );
     }
 
     #[test]

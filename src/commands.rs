@@ -24,7 +24,12 @@ const SANDBOX_AES_IV: &str = "fedcba9876543210";
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Store::open(&settings.database.url, settings.database.max_connections)
         .await
-        .with_context(|| format!("opening the database {}", redact_url(&settings.database.url)))
+        .with_context(|| {
+            format!(
+                "opening the database {}",
+                redact_url(&settings.database.url)
+            )
+        })
 }
 
 /// A database URL without its password, for messages.
@@ -45,7 +50,12 @@ fn import_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("reading {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "jsonl")))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("json" | "jsonl")
+                )
+            })
             .collect();
         files.sort();
         Ok(files)
@@ -81,7 +91,10 @@ pub async fn import(store: &Store, paths: &[PathBuf]) -> anyhow::Result<(usize, 
                     unchanged += s.unchanged;
                 }
                 Err(e) => {
-                    eprintln!("error: {}: {e} (nothing imported from this file)", file.display());
+                    eprintln!(
+                        "error: {}: {e} (nothing imported from this file)",
+                        file.display()
+                    );
                     failed += 1;
                 }
             }
@@ -91,10 +104,18 @@ pub async fn import(store: &Store, paths: &[PathBuf]) -> anyhow::Result<(usize, 
 }
 
 /// `export`: JSON Lines on standard output.
-pub async fn export(store: &Store, id: Option<&str>, state: Option<&str>, json: bool) -> anyhow::Result<()> {
+pub async fn export(
+    store: &Store,
+    id: Option<&str>,
+    state: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     if let Some(s) = state {
         if !store::state::ALL.contains(&s) {
-            bail!("unknown state {s:?}; one of: {}", store::state::ALL.join(", "));
+            bail!(
+                "unknown state {s:?}; one of: {}",
+                store::state::ALL.join(", ")
+            );
         }
     }
     let outcomes = store.export(id, state).await?;
@@ -111,10 +132,22 @@ pub async fn export(store: &Store, id: Option<&str>, state: Option<&str>, json: 
                 .subject_record_number
                 .iter()
                 .cloned()
-                .chain(o.site_record_numbers.iter().map(|s| format!("{} {}", s.domain, s.number)))
-                .chain(o.app_record_numbers.iter().map(|a| format!("{} {}", a.package_name, a.number)))
+                .chain(
+                    o.site_record_numbers
+                        .iter()
+                        .map(|s| format!("{} {}", s.domain, s.number)),
+                )
+                .chain(
+                    o.app_record_numbers
+                        .iter()
+                        .map(|a| format!("{} {}", a.package_name, a.number)),
+                )
                 .collect();
-            let reasons: Vec<String> = o.reasons.iter().map(|r| format!("{} {}", r.code, r.message)).collect();
+            let reasons: Vec<String> = o
+                .reasons
+                .iter()
+                .map(|r| format!("{} {}", r.code, r.message))
+                .collect();
             writeln!(
                 out,
                 "{:<16} {:<16} attempts={} {}{}",
@@ -122,7 +155,11 @@ pub async fn export(store: &Store, id: Option<&str>, state: Option<&str>, json: 
                 o.state,
                 o.attempts,
                 numbers.join(", "),
-                if reasons.is_empty() { String::new() } else { format!(" reasons: {}", reasons.join("; ")) }
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" reasons: {}", reasons.join("; "))
+                }
             )?;
         }
     }
@@ -139,7 +176,10 @@ fn sandbox_config(settings: &Settings) -> SandboxConfig {
         aes_key: b.aes_key.expose().to_owned(),
         aes_iv: b.aes_iv.expose().to_owned(),
         soap_namespace: b.soap_namespace.clone(),
-        extensions: Extensions { app: true, sms: true },
+        extensions: Extensions {
+            app: true,
+            sms: true,
+        },
         decision_delay: Duration::from_millis(s.decision_delay_ms),
         sms_time_factor: s.sms_time_factor,
         sms_confirm_delay: Duration::from_millis(s.sms_confirm_delay_ms),
@@ -190,9 +230,9 @@ pub async fn start_sandbox_for(settings: &mut Settings) -> anyhow::Result<Sandbo
 /// Whether every filing is in a state that waits for a person.
 async fn all_settled(store: &Store) -> anyhow::Result<bool> {
     let counts = store.counts().await?;
-    Ok(counts
-        .iter()
-        .all(|(state, n)| *n == 0 || store::state::is_terminal(state) || state == store::state::HELD))
+    Ok(counts.iter().all(|(state, n)| {
+        *n == 0 || store::state::is_terminal(state) || state == store::state::HELD
+    }))
 }
 
 pub struct RunOptions {
@@ -201,16 +241,30 @@ pub struct RunOptions {
 }
 
 /// `run`: the daemon. Schedules from config; a job still running is not started twice.
-pub async fn run(settings: Arc<Settings>, store: Store, opts: RunOptions) -> anyhow::Result<CycleReport> {
-    let gateway = Arc::new(Gateway::new(store.clone(), settings.clone(), Calendar::weekdays_only()));
+pub async fn run(
+    settings: Arc<Settings>,
+    store: Store,
+    opts: RunOptions,
+) -> anyhow::Result<CycleReport> {
+    let gateway = Arc::new(Gateway::new(
+        store.clone(),
+        settings.clone(),
+        Calendar::weekdays_only(),
+    ));
     let (submit_cron, poll_cron) = if opts.fast {
         ("*/1 * * * * *".to_owned(), "*/1 * * * * *".to_owned())
     } else {
-        (settings.schedule.submit.clone(), settings.schedule.poll.clone())
+        (
+            settings.schedule.submit.clone(),
+            settings.schedule.poll.clone(),
+        )
     };
     let mut scheduler = JobScheduler::new().await?;
     let total = Arc::new(tokio::sync::Mutex::new(CycleReport::default()));
-    for (name, cron, poll) in [("schedule.submit", submit_cron, false), ("schedule.poll", poll_cron, true)] {
+    for (name, cron, poll) in [
+        ("schedule.submit", submit_cron, false),
+        ("schedule.poll", poll_cron, true),
+    ] {
         let gw = gateway.clone();
         let busy = Arc::new(tokio::sync::Mutex::new(()));
         let total = total.clone();
@@ -227,7 +281,10 @@ pub async fn run(settings: Arc<Settings>, store: Store, opts: RunOptions) -> any
                 } else {
                     let mut r = match gw.intake().await {
                         Ok(r) => r,
-                        Err(e) => CycleReport { errors: vec![e.to_string()], ..Default::default() },
+                        Err(e) => CycleReport {
+                            errors: vec![e.to_string()],
+                            ..Default::default()
+                        },
                     };
                     r.merge(gw.submit_all().await);
                     r

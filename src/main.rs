@@ -11,7 +11,11 @@ use beian_gateway::config::Settings;
 use beian_gateway::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "beian-gateway", version, about = "Submits reviewed ICP filings to the provincial bureaus (MIIT enterprise interface V3.0)")]
+#[command(
+    name = "beian-gateway",
+    version,
+    about = "Submits reviewed ICP filings to the provincial bureaus (MIIT enterprise interface V3.0)"
+)]
 struct Cli {
     /// A configuration file layered over config/default.toml.
     #[arg(long, global = true)]
@@ -95,7 +99,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         settings.database.url = url;
     }
     match cli.command {
-        Command::Run { sandbox, import, exit_when_done } => {
+        Command::Run {
+            sandbox,
+            import,
+            exit_when_done,
+        } => {
             let _sandbox = if sandbox {
                 fresh_sandbox_db(&mut settings)?;
                 Some(commands::start_sandbox_for(&mut settings).await?)
@@ -107,11 +115,23 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (new, unchanged, failed) = commands::import(&store, &import).await?;
                 eprintln!("imported {new} filings ({unchanged} unchanged, {failed} files refused)");
             }
-            let report = commands::run(Arc::new(settings), store.clone(), commands::RunOptions { exit_when_done, fast: sandbox }).await?;
+            let report = commands::run(
+                Arc::new(settings),
+                store.clone(),
+                commands::RunOptions {
+                    exit_when_done,
+                    fast: sandbox,
+                },
+            )
+            .await?;
             if exit_when_done {
                 commands::export(&store, None, None, false).await?;
             }
-            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Once { sandbox, import } => {
             let _sandbox = if sandbox {
@@ -130,15 +150,27 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             eprintln!(
                 "once: queued {}, needs correction {}, files sent {}, filings sent {}, downloads applied {}",
-                report.queued, report.needs_correction, report.files_sent, report.filings_sent, report.downloads_applied
+                report.queued,
+                report.needs_correction,
+                report.files_sent,
+                report.filings_sent,
+                report.downloads_applied
             );
-            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Import { paths } => {
             let store = commands::open_store(&settings).await?;
             let (new, unchanged, failed) = commands::import(&store, &paths).await?;
             eprintln!("imported {new} filings ({unchanged} unchanged, {failed} files refused)");
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Export { json, id, state } => {
             let store = commands::open_store(&settings).await?;

@@ -19,39 +19,103 @@ async fn every_fixture_reaches_its_predicted_outcome() {
     assert_eq!(outcomes.len(), expected.len(), "one outcome per fixture");
     for (id, want) in expected {
         let got = &outcomes[id];
-        assert_eq!(got.state, want["state"].as_str().unwrap(), "{id}: {got:?}; cycle errors {:?}", report.errors);
+        assert_eq!(
+            got.state,
+            want["state"].as_str().unwrap(),
+            "{id}: {got:?}; cycle errors {:?}",
+            report.errors
+        );
         assert_eq!(got.attempts, 1, "{id} submitted once");
-        let upload = got.upload.as_ref().unwrap_or_else(|| panic!("{id} has an upload"));
-        assert!(upload.file.ends_with(&format!("U{:010}.xml", upload.data_sequence)));
+        let upload = got
+            .upload
+            .as_ref()
+            .unwrap_or_else(|| panic!("{id} has an upload"));
+        assert!(
+            upload
+                .file
+                .ends_with(&format!("U{:010}.xml", upload.data_sequence))
+        );
         match got.state.as_str() {
             "approved" => {
-                let abbrev = if got.id == "F-APP-001" { "粤" } else if got.id == "F-CANSITE-001" { "沪" } else { "京" };
-                if want["subject"].as_bool() == Some(true) {
-                    let n = got.subject_record_number.as_deref().unwrap_or_else(|| panic!("{id} has a subject number"));
-                    assert!(n.starts_with(&format!("{abbrev}ICP备")) && n.ends_with('号'), "{id}: {n}");
+                let abbrev = if got.id == "F-APP-001" {
+                    "粤"
+                } else if got.id == "F-CANSITE-001" {
+                    "沪"
                 } else {
-                    assert!(got.subject_record_number.is_none(), "{id}: cancellations publish no numbers");
+                    "京"
+                };
+                if want["subject"].as_bool() == Some(true) {
+                    let n = got
+                        .subject_record_number
+                        .as_deref()
+                        .unwrap_or_else(|| panic!("{id} has a subject number"));
+                    assert!(
+                        n.starts_with(&format!("{abbrev}ICP备")) && n.ends_with('号'),
+                        "{id}: {n}"
+                    );
+                } else {
+                    assert!(
+                        got.subject_record_number.is_none(),
+                        "{id}: cancellations publish no numbers"
+                    );
                 }
-                let domains: Vec<&str> = got.site_record_numbers.iter().map(|s| s.domain.as_str()).collect();
-                let want_sites: Vec<&str> = want["sites"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-                assert_eq!(domains.len(), want_sites.len(), "{id}: {:?}", got.site_record_numbers);
+                let domains: Vec<&str> = got
+                    .site_record_numbers
+                    .iter()
+                    .map(|s| s.domain.as_str())
+                    .collect();
+                let want_sites: Vec<&str> = want["sites"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    domains.len(),
+                    want_sites.len(),
+                    "{id}: {:?}",
+                    got.site_record_numbers
+                );
                 for d in want_sites {
-                    let n = got.site_record_numbers.iter().find(|s| s.domain == d).unwrap_or_else(|| panic!("{id}: number for {d}"));
-                    assert!(n.number.contains("ICP备") && n.number.contains("号-"), "{id}: {}", n.number);
+                    let n = got
+                        .site_record_numbers
+                        .iter()
+                        .find(|s| s.domain == d)
+                        .unwrap_or_else(|| panic!("{id}: number for {d}"));
+                    assert!(
+                        n.number.contains("ICP备") && n.number.contains("号-"),
+                        "{id}: {}",
+                        n.number
+                    );
                 }
                 if let Some(apps) = want.get("apps") {
                     let app = &got.app_record_numbers;
                     assert_eq!(app.len(), apps.as_array().unwrap().len(), "{id}");
-                    assert!(app[0].number.ends_with('A'), "{id}: app numbers end in -nA: {}", app[0].number);
+                    assert!(
+                        app[0].number.ends_with('A'),
+                        "{id}: app numbers end in -nA: {}",
+                        app[0].number
+                    );
                 }
                 assert!(got.reasons.is_empty(), "{id}: {:?}", got.reasons);
                 assert!(got.decided_at.is_some());
             }
             "rejected" => {
                 let codes: Vec<i64> = got.reasons.iter().filter_map(|r| r.code.as_i64()).collect();
-                let want_codes: Vec<i64> = want["codes"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+                let want_codes: Vec<i64> = want["codes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap())
+                    .collect();
                 assert_eq!(codes, want_codes, "{id}");
-                assert!(got.reasons.iter().all(|r| r.source == "bureau" && !r.message.is_empty()), "{id}: {:?}", got.reasons);
+                assert!(
+                    got.reasons
+                        .iter()
+                        .all(|r| r.source == "bureau" && !r.message.is_empty()),
+                    "{id}: {:?}",
+                    got.reasons
+                );
             }
             "expired" => assert!(got.decided_at.is_some()),
             other => panic!("{id}: unexpected {other}"),

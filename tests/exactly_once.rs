@@ -12,7 +12,10 @@ use beian_gateway::commands;
 use beian_gateway::pipeline::{CycleReport, Gateway};
 
 async fn import(env: &common::TestEnv, names: &[&str]) {
-    let paths: Vec<_> = names.iter().map(|n| common::fixtures().join("filings").join(n)).collect();
+    let paths: Vec<_> = names
+        .iter()
+        .map(|n| common::fixtures().join("filings").join(n))
+        .collect();
     let (new, _, failed) = commands::import(&env.store, &paths).await.unwrap();
     assert_eq!((new, failed), (names.len(), 0));
 }
@@ -28,7 +31,9 @@ fn assert_one_case_each(env: &common::TestEnv) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_upload_answer_ends_in_one_case_and_the_next_file_gets_the_next_number() {
     let env = common::start(|_| {}).await;
-    env.sandbox.faults().add(FaultRule::new(Fault::LoseAnswer, 1).province("110000"));
+    env.sandbox
+        .faults()
+        .add(FaultRule::new(Fault::LoseAnswer, 1).province("110000"));
     import(&env, &["first.json"]).await;
     env.settle(Duration::from_secs(30)).await;
     let first = &env.outcomes().await["F-FIRST-001"];
@@ -57,15 +62,32 @@ async fn a_process_stopped_between_claim_and_upload_resumes_with_the_same_file_a
     env.gateway.poll_province("110000").await.unwrap();
     let mut report = CycleReport::default();
     assert!(env.gateway.claim("110000", &mut report).await.unwrap());
-    let stored = env.store.pending_upload("110000").await.unwrap().expect("file stored before sending");
+    let stored = env
+        .store
+        .pending_upload("110000")
+        .await
+        .unwrap()
+        .expect("file stored before sending");
     assert_eq!(stored.data_sequence, 1);
     assert_eq!(env.outcomes().await["F-FIRST-001"].state, "submitting");
-    assert!(env.sandbox.stats().accepted_sequences("110000").is_empty(), "nothing was sent");
+    assert!(
+        env.sandbox.stats().accepted_sequences("110000").is_empty(),
+        "nothing was sent"
+    );
 
     // A new process on the same database.
-    let restarted = Gateway::new(env.store.clone(), env.settings.clone(), Calendar::weekdays_only());
+    let restarted = Gateway::new(
+        env.store.clone(),
+        env.settings.clone(),
+        Calendar::weekdays_only(),
+    );
     restarted.submit_province("110000").await.unwrap();
-    let after = env.store.upload_by_sequence("110000", 1).await.unwrap().unwrap();
+    let after = env
+        .store
+        .upload_by_sequence("110000", 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after.zip, stored.zip, "the same bytes");
     assert_eq!(after.file_name, stored.file_name, "the same file");
     assert_eq!(after.status, "arrived");
@@ -90,13 +112,34 @@ async fn a_gap_is_repaired_by_resending_the_missing_file_never_by_skipping() {
     env.settle(Duration::from_secs(30)).await;
     let outcomes = env.outcomes().await;
     assert_eq!(outcomes["F-FIRST-REJ"].state, "rejected");
-    assert_eq!(outcomes["F-FIRST-REJ"].upload.as_ref().unwrap().data_sequence, 2);
+    assert_eq!(
+        outcomes["F-FIRST-REJ"]
+            .upload
+            .as_ref()
+            .unwrap()
+            .data_sequence,
+        2
+    );
     let stats = env.sandbox.stats();
-    assert_eq!(stats.accepted_sequences("110000"), vec![1, 2], "no number skipped or reused");
+    assert_eq!(
+        stats.accepted_sequences("110000"),
+        vec![1, 2],
+        "no number skipped or reused"
+    );
     // Processed uploads: file 1, file 1 again (answered 999, then confirmed through
     // isp_querypreviousupload), file 2. The faulted call is not counted as processed.
-    assert_eq!(stats.calls.get("isp_upload"), Some(&3), "file 1 was resent: {:?}", stats.calls);
-    assert_eq!(stats.calls.get("isp_querypreviousupload"), Some(&1), "{:?}", stats.calls);
+    assert_eq!(
+        stats.calls.get("isp_upload"),
+        Some(&3),
+        "file 1 was resent: {:?}",
+        stats.calls
+    );
+    assert_eq!(
+        stats.calls.get("isp_querypreviousupload"),
+        Some(&1),
+        "{:?}",
+        stats.calls
+    );
     assert_eq!(stats.faults_applied, 1);
     assert_one_case_each(&env);
 }
@@ -104,8 +147,14 @@ async fn a_gap_is_repaired_by_resending_the_missing_file_never_by_skipping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_refusals_are_retried_with_the_same_file_and_number() {
     let env = common::start(|_| {}).await;
-    env.sandbox.faults().add(FaultRule::new(Fault::MsgCode { code: 15 }, 2).province("110000"));
-    env.sandbox.faults().add(FaultRule::new(Fault::Http { status: 503 }, 1).province("110000").operation("isp_upload"));
+    env.sandbox
+        .faults()
+        .add(FaultRule::new(Fault::MsgCode { code: 15 }, 2).province("110000"));
+    env.sandbox.faults().add(
+        FaultRule::new(Fault::Http { status: 503 }, 1)
+            .province("110000")
+            .operation("isp_upload"),
+    );
     import(&env, &["first.json"]).await;
     env.settle(Duration::from_secs(30)).await;
     assert_eq!(env.outcomes().await["F-FIRST-001"].state, "approved");
@@ -116,7 +165,9 @@ async fn transient_refusals_are_retried_with_the_same_file_and_number() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credentials_fault_pauses_the_bureau_and_sends_nothing_more() {
     let env = common::start(|_| {}).await;
-    env.sandbox.faults().add(FaultRule::new(Fault::MsgCode { code: 5 }, 1).province("110000"));
+    env.sandbox
+        .faults()
+        .add(FaultRule::new(Fault::MsgCode { code: 5 }, 1).province("110000"));
     import(&env, &["first.json"]).await;
     let report = env.gateway.cycle().await;
     assert!(!report.errors.is_empty());

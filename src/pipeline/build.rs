@@ -149,7 +149,11 @@ fn preflight_reason(code: &str, field: &str, message: String) -> Reason {
 }
 
 impl Gateway {
-    async fn preload_registry(&self, province: &str, filings: &[QueuedFiling]) -> Result<Preloaded, PipelineError> {
+    async fn preload_registry(
+        &self,
+        province: &str,
+        filings: &[QueuedFiling],
+    ) -> Result<Preloaded, PipelineError> {
         let mut pre = Preloaded::default();
         let mut seen = HashSet::new();
         for q in filings {
@@ -159,7 +163,13 @@ impl Gateway {
                 }
                 match self.store.registry_lookup(province, number).await? {
                     Some(RegistryEntry::Subject(s)) => {
-                        pre.subjects.insert(number.to_owned(), RegSubject { ztid: s.ztid, isp_ztid: s.isp_ztid });
+                        pre.subjects.insert(
+                            number.to_owned(),
+                            RegSubject {
+                                ztid: s.ztid,
+                                isp_ztid: s.isp_ztid,
+                            },
+                        );
                     }
                     Some(RegistryEntry::Website { website: w, .. }) => {
                         pre.websites.insert(
@@ -170,7 +180,11 @@ impl Gateway {
                                 domains: w
                                     .domains
                                     .iter()
-                                    .map(|d| RegDomain { ym: d.ym.clone(), ymid: d.ymid, isp_ymid: d.isp_ymid })
+                                    .map(|d| RegDomain {
+                                        ym: d.ym.clone(),
+                                        ymid: d.ymid,
+                                        isp_ymid: d.isp_ymid,
+                                    })
                                     .collect(),
                                 accesses: reg_accesses(&w.accesses),
                             },
@@ -179,7 +193,11 @@ impl Gateway {
                     Some(RegistryEntry::App { app: a, .. }) => {
                         pre.apps.insert(
                             number.to_owned(),
-                            RegApp { appid: a.appid, isp_appid: a.isp_appid, accesses: reg_accesses(&a.accesses) },
+                            RegApp {
+                                appid: a.appid,
+                                isp_appid: a.isp_appid,
+                                accesses: reg_accesses(&a.accesses),
+                            },
                         );
                     }
                     None => {}
@@ -197,39 +215,67 @@ impl Gateway {
         for (index, a) in f.attachments.iter().enumerate() {
             let field = format!("attachments[{index}].path");
             let (Some(kind), Some(path)) = (a.kind, a.path.as_deref()) else {
-                findings.push(preflight_reason("ATTACHMENT_INCOMPLETE", &format!("attachments[{index}]"), "attachment needs a kind and a path".into()));
+                findings.push(preflight_reason(
+                    "ATTACHMENT_INCOMPLETE",
+                    &format!("attachments[{index}]"),
+                    "attachment needs a kind and a path".into(),
+                ));
                 continue;
             };
             let full = cfg.dir.join(path);
             let bytes = match std::fs::read(&full) {
                 Ok(b) => b,
                 Err(e) => {
-                    findings.push(preflight_reason("ATTACHMENT_MISSING", &field, format!("cannot read the attachment file: {e}")));
+                    findings.push(preflight_reason(
+                        "ATTACHMENT_MISSING",
+                        &field,
+                        format!("cannot read the attachment file: {e}"),
+                    ));
                     continue;
                 }
             };
-            match attachments::prepare_jpeg(&bytes, attachments::max_jpeg_bytes(kind), cfg.min_width, cfg.min_height) {
-                Ok(jpeg) => prepared.push(PreparedAttachment { index, jpeg_base64: B64.encode(jpeg) }),
-                Err(e) => findings.push(preflight_reason("ATTACHMENT_UNUSABLE", &field, e.to_string())),
+            match attachments::prepare_jpeg(
+                &bytes,
+                attachments::max_jpeg_bytes(kind),
+                cfg.min_width,
+                cfg.min_height,
+            ) {
+                Ok(jpeg) => prepared.push(PreparedAttachment {
+                    index,
+                    jpeg_base64: B64.encode(jpeg),
+                }),
+                Err(e) => findings.push(preflight_reason(
+                    "ATTACHMENT_UNUSABLE",
+                    &field,
+                    e.to_string(),
+                )),
             }
         }
         (prepared, findings)
     }
 
     /// Builds the next file for a bureau from its queue, or `None` when nothing is queued.
-    pub(crate) async fn build_batch(&self, province: &str, report: &mut CycleReport) -> Result<Option<BuiltBatch>, PipelineError> {
+    pub(crate) async fn build_batch(
+        &self,
+        province: &str,
+        report: &mut CycleReport,
+    ) -> Result<Option<BuiltBatch>, PipelineError> {
         let max_records = self.settings.batch.max_records;
         let max_bytes = self.settings.batch.max_bytes;
         let bureau = self.store.bureau(province).await?;
         let endpoint = self.settings.endpoint(province);
-        let opts = BuildOptions { isp_id: endpoint.isp_id, app_extension: endpoint.has_extension("app") };
+        let opts = BuildOptions {
+            isp_id: endpoint.isp_id,
+            app_extension: endpoint.has_extension("app"),
+        };
         let codes = self.code_tables(province).await?;
         let queued = self.store.queued(province, max_records as i64 * 2).await?;
         if queued.is_empty() {
             return Ok(None);
         }
         let registry = self.preload_registry(province, &queued).await?;
-        let mut open: HashSet<(i64, i64)> = self.store.open_keys(province).await?.into_iter().collect();
+        let mut open: HashSet<(i64, i64)> =
+            self.store.open_keys(province).await?.into_iter().collect();
 
         struct Candidate {
             q: QueuedFiling,
@@ -260,7 +306,10 @@ impl Gateway {
                 report.needs_correction += 1;
                 continue;
             }
-            let first = self.store.allocate_provider_ids(province, needed.max(1)).await?;
+            let first = self
+                .store
+                .allocate_provider_ids(province, needed.max(1))
+                .await?;
             let mut next = first;
             let plan = ids::plan_ids(f, &registry, &mut || {
                 let v = next;
@@ -270,7 +319,10 @@ impl Gateway {
             let ids = match plan {
                 Ok(ids) => ids,
                 Err(findings) => {
-                    let reasons = findings.into_iter().map(|x| preflight_reason(&x.code, &x.field, x.message)).collect::<Vec<_>>();
+                    let reasons = findings
+                        .into_iter()
+                        .map(|x| preflight_reason(&x.code, &x.field, x.message))
+                        .collect::<Vec<_>>();
                     self.store.needs_correction(&f.id, &reasons).await?;
                     report.needs_correction += 1;
                     continue;
@@ -294,7 +346,11 @@ impl Gateway {
                 continue;
             }
             // Check that the data file can carry this filing on its own.
-            let single = [BuildRecord { filing: f, ids: &ids, attachments: &prepared }];
+            let single = [BuildRecord {
+                filing: f,
+                ids: &ids,
+                attachments: &prepared,
+            }];
             if let Err(errors) = upload::build_upload_xml(&single, &codes, &opts) {
                 let reasons = errors
                     .into_iter()
@@ -304,7 +360,8 @@ impl Gateway {
                 report.needs_correction += 1;
                 continue;
             }
-            let size: usize = prepared.iter().map(|p| p.jpeg_base64.len()).sum::<usize>() + 8 * 1024;
+            let size: usize =
+                prepared.iter().map(|p| p.jpeg_base64.len()).sum::<usize>() + 8 * 1024;
             if !chosen.is_empty() && bytes_estimate + size > max_bytes {
                 break;
             }
@@ -318,21 +375,35 @@ impl Gateway {
         }
         let build_records: Vec<BuildRecord<'_>> = chosen
             .iter()
-            .map(|c| BuildRecord { filing: &c.q.filing, ids: &c.ids, attachments: &c.prepared })
+            .map(|c| BuildRecord {
+                filing: &c.q.filing,
+                ids: &c.ids,
+                attachments: &c.prepared,
+            })
             .collect();
-        let xml = upload::build_upload_xml(&build_records, &codes, &opts).map_err(|errors| PipelineError::Bureau {
-            province: province.to_owned(),
-            message: format!(
-                "a batch of filings that each build alone failed to build together: {}",
-                errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
-            ),
+        let xml = upload::build_upload_xml(&build_records, &codes, &opts).map_err(|errors| {
+            PipelineError::Bureau {
+                province: province.to_owned(),
+                message: format!(
+                    "a batch of filings that each build alone failed to build together: {}",
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            }
         })?;
         let gbk = package::encode_gbk(&xml).map_err(|e| PipelineError::Bureau {
             province: province.to_owned(),
             message: format!("data file is not GBK after the per-filing check: {e}"),
         })?;
         if gbk.len() > max_bytes {
-            warn!(province, bytes = gbk.len(), "data file over the size limit; sending fewer filings");
+            warn!(
+                province,
+                bytes = gbk.len(),
+                "data file over the size limit; sending fewer filings"
+            );
         }
         let seq = bureau.last_sequence + 1;
         let file_name = format!("{}U{:010}.xml", endpoint.isp_id, seq);
@@ -351,10 +422,21 @@ impl Gateway {
                 id_keys: id_keys(&c.ids),
             });
         }
-        debug!(province, data_sequence = seq, filings = attempts.len(), records, "built upload file");
+        debug!(
+            province,
+            data_sequence = seq,
+            filings = attempts.len(),
+            records,
+            "built upload file"
+        );
         Ok(Some(BuiltBatch {
             expected_last: bureau.last_sequence,
-            file: NewUploadFile { data_sequence: seq, file_name, zip, record_count: records as i64 },
+            file: NewUploadFile {
+                data_sequence: seq,
+                file_name,
+                zip,
+                record_count: records as i64,
+            },
             attempts,
         }))
     }

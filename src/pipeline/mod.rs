@@ -104,7 +104,11 @@ impl Gateway {
         let aes = if e.encrypt {
             Some(
                 AesKey::new(e.aes_key.expose().as_bytes(), e.aes_iv.expose().as_bytes()).map_err(
-                    |err| PipelineError::Config(format!("bureau {province}: bureau.aes_key/aes_iv: {err}")),
+                    |err| {
+                        PipelineError::Config(format!(
+                            "bureau {province}: bureau.aes_key/aes_iv: {err}"
+                        ))
+                    },
                 )?,
             )
         } else {
@@ -162,7 +166,9 @@ impl Gateway {
             let mut items = Vec::with_capacity(batch.len());
             for (id, reviewed_at, _doc) in &batch {
                 let reviewed = chrono::DateTime::parse_from_rfc3339(reviewed_at).map_err(|e| {
-                    PipelineError::Config(format!("filing {id}: stored reviewedAt {reviewed_at:?}: {e}"))
+                    PipelineError::Config(format!(
+                        "filing {id}: stored reviewedAt {reviewed_at:?}: {e}"
+                    ))
                 })?;
                 items.push((id.clone(), self.calendar.deadline(reviewed)));
             }
@@ -200,7 +206,8 @@ impl Gateway {
                 };
             }
         };
-        let results = futures_util::future::join_all(provinces.iter().map(|p| self.submit_province(p))).await;
+        let results =
+            futures_util::future::join_all(provinces.iter().map(|p| self.submit_province(p))).await;
         let mut report = CycleReport::default();
         for (province, r) in provinces.iter().zip(results) {
             match r {
@@ -225,7 +232,8 @@ impl Gateway {
                 };
             }
         };
-        let results = futures_util::future::join_all(provinces.iter().map(|p| self.poll_province(p))).await;
+        let results =
+            futures_util::future::join_all(provinces.iter().map(|p| self.poll_province(p))).await;
         let mut report = CycleReport::default();
         for (province, r) in provinces.iter().zip(results) {
             match r {

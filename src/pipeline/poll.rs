@@ -25,7 +25,11 @@ fn result_input(pair: &ResultPair) -> ResultInput {
     ResultInput {
         czlx: Some(pair.operation()),
         jlid: pair.jlid,
-        codes: pair.codes.iter().map(|c| (c.jgdm, c.dmms.clone())).collect(),
+        codes: pair
+            .codes
+            .iter()
+            .map(|c| (c.jgdm, c.dmms.clone()))
+            .collect(),
         shyj: pair.shyj.clone(),
         shsj: shsj.map(str::to_owned),
         verdict,
@@ -46,7 +50,11 @@ fn accesses(list: &[download::PublishedAccess]) -> Vec<PubAccess> {
             ips: a
                 .ips
                 .iter()
-                .map(|ip| PubIp { ip: ip.qsip, ipid: Some(ip.ipid), isp_ipid: ip.isp_ipid })
+                .map(|ip| PubIp {
+                    ip: ip.qsip,
+                    ipid: Some(ip.ipid),
+                    isp_ipid: ip.isp_ipid,
+                })
                 .collect(),
         })
         .collect()
@@ -54,7 +62,9 @@ fn accesses(list: &[download::PublishedAccess]) -> Vec<PubAccess> {
 
 fn content(part: DownloadFile) -> DownloadContent {
     match part {
-        DownloadFile::Bajg(pairs) => DownloadContent::Results(pairs.iter().map(result_input).collect()),
+        DownloadFile::Bajg(pairs) => {
+            DownloadContent::Results(pairs.iter().map(result_input).collect())
+        }
         DownloadFile::Basj(records) => DownloadContent::Published(
             records
                 .into_iter()
@@ -74,7 +84,11 @@ fn content(part: DownloadFile) -> DownloadContent {
                             domains: w
                                 .domains
                                 .iter()
-                                .map(|d| PubDomain { ym: d.ym.clone(), ymid: d.ymid, isp_ymid: d.isp_ymid })
+                                .map(|d| PubDomain {
+                                    ym: d.ym.clone(),
+                                    ymid: d.ymid,
+                                    isp_ymid: d.isp_ymid,
+                                })
                                 .collect(),
                             accesses: accesses(&w.accesses),
                         })
@@ -93,7 +107,9 @@ fn content(part: DownloadFile) -> DownloadContent {
                 })
                 .collect(),
         ),
-        DownloadFile::Zxsj(items) => DownloadContent::Cancellations(items.iter().map(|c| (c.zxlb, c.jlid)).collect()),
+        DownloadFile::Zxsj(items) => {
+            DownloadContent::Cancellations(items.iter().map(|c| (c.zxlb, c.jlid)).collect())
+        }
         DownloadFile::Jcdm(tables) => DownloadContent::Codes(tables.to_jcdm_xml()),
         DownloadFile::Other { .. } => DownloadContent::Other,
     }
@@ -107,7 +123,10 @@ impl Gateway {
         self.poll_province_locked(province).await
     }
 
-    pub(crate) async fn poll_province_locked(&self, province: &str) -> Result<CycleReport, PipelineError> {
+    pub(crate) async fn poll_province_locked(
+        &self,
+        province: &str,
+    ) -> Result<CycleReport, PipelineError> {
         let mut report = CycleReport::default();
         if let Some(reason) = self.store.bureau(province).await?.paused_reason {
             warn!(province, reason = %reason, "bureau paused; not polling");
@@ -135,7 +154,12 @@ impl Gateway {
                 Err(e) => {
                     warn!(province, file = %name, error = %e, "downloaded file fails its checks; not acknowledged");
                     self.store
-                        .alarm(Some(province), None, "download_unreadable", serde_json::json!({"file": name, "error": e.to_string()}))
+                        .alarm(
+                            Some(province),
+                            None,
+                            "download_unreadable",
+                            serde_json::json!({"file": name, "error": e.to_string()}),
+                        )
                         .await?;
                     break;
                 }
@@ -145,13 +169,20 @@ impl Gateway {
                 Err(e) => {
                     warn!(province, file = %name, error = %e, "downloaded file cannot be parsed; not acknowledged");
                     self.store
-                        .alarm(Some(province), None, "download_malformed", serde_json::json!({"file": name, "error": e.to_string()}))
+                        .alarm(
+                            Some(province),
+                            None,
+                            "download_malformed",
+                            serde_json::json!({"file": name, "error": e.to_string()}),
+                        )
                         .await?;
                     break;
                 }
             };
             let parts: Vec<DownloadContent> = parsed.parts.into_iter().map(content).collect();
-            self.store.apply_download(province, &name, &raw, &parts).await?;
+            self.store
+                .apply_download(province, &name, &raw, &parts)
+                .await?;
             client.download_ack(&name).await?;
             self.store.mark_acked(province, &name).await?;
             report.downloads_applied += 1;

@@ -24,7 +24,10 @@ impl Gateway {
             // Section 7.1: run the bureau's pending downloads (its JCDM) before the first upload.
             report.merge(self.poll_province_locked(province).await?);
             if !self.store.bureau(province).await?.codes_received {
-                info!(province, "waiting for the bureau's code tables (JCDM) before uploading");
+                info!(
+                    province,
+                    "waiting for the bureau's code tables (JCDM) before uploading"
+                );
                 return Ok(report);
             }
         }
@@ -44,7 +47,11 @@ impl Gateway {
 
     /// Claims the next batch of a bureau's queue and stores its file (one transaction, nothing
     /// sent). Returns false when the queue had nothing to claim.
-    pub async fn claim(&self, province: &str, report: &mut CycleReport) -> Result<bool, PipelineError> {
+    pub async fn claim(
+        &self,
+        province: &str,
+        report: &mut CycleReport,
+    ) -> Result<bool, PipelineError> {
         for _ in 0..3 {
             let Some(batch) = self.build_batch(province, report).await? else {
                 return Ok(false);
@@ -65,7 +72,8 @@ impl Gateway {
         }
         Err(PipelineError::Bureau {
             province: province.to_owned(),
-            message: "the queue kept changing under three claims in a row; trying next cycle".into(),
+            message: "the queue kept changing under three claims in a row; trying next cycle"
+                .into(),
         })
     }
 
@@ -76,7 +84,10 @@ impl Gateway {
         self.store.mark_sent(file.id).await?;
         let mut gap_repairs = 0;
         loop {
-            match client.upload_exactly_once(file.data_sequence, &packed).await {
+            match client
+                .upload_exactly_once(file.data_sequence, &packed)
+                .await
+            {
                 Ok(outcome) => {
                     let how = match outcome {
                         UploadOutcome::Accepted => "accepted",
@@ -91,7 +102,10 @@ impl Gateway {
                         gap_repairs += 1;
                         self.repair_gap(province, &missing).await?;
                     }
-                    FaultClass::Configuration | FaultClass::Split | FaultClass::Gap(_) | FaultClass::Rebuild => {
+                    FaultClass::Configuration
+                    | FaultClass::Split
+                    | FaultClass::Gap(_)
+                    | FaultClass::Rebuild => {
                         self.pause(province, &e).await?;
                         return Err(e.into());
                     }
@@ -99,10 +113,15 @@ impl Gateway {
                         // Still unknown or refused for now: the file stays pending with its
                         // number; the next cycle reconciles and sends the same bytes.
                         self.store
-                            .alarm(Some(province), None, "upload_failed", serde_json::json!({
-                                "dataSequence": file.data_sequence,
-                                "error": e.to_string(),
-                            }))
+                            .alarm(
+                                Some(province),
+                                None,
+                                "upload_failed",
+                                serde_json::json!({
+                                    "dataSequence": file.data_sequence,
+                                    "error": e.to_string(),
+                                }),
+                            )
                             .await?;
                         return Err(e.into());
                     }
@@ -117,13 +136,24 @@ impl Gateway {
         let client = self.client(province).await?;
         for seq in missing {
             let Some(stored) = self.store.upload_by_sequence(province, *seq).await? else {
-                let message = format!("the bureau reports dataSequence {seq} missing and the gateway never stored it");
+                let message = format!(
+                    "the bureau reports dataSequence {seq} missing and the gateway never stored it"
+                );
                 self.store.pause_bureau(province, &message).await?;
-                return Err(PipelineError::Bureau { province: province.to_owned(), message });
+                return Err(PipelineError::Bureau {
+                    province: province.to_owned(),
+                    message,
+                });
             };
-            warn!(province, data_sequence = seq, "bureau reports a gap; resending the stored file");
+            warn!(
+                province,
+                data_sequence = seq,
+                "bureau reports a gap; resending the stored file"
+            );
             let packed = package::pack_zip(stored.zip.clone(), client.account().aes.as_ref());
-            client.upload_exactly_once(stored.data_sequence, &packed).await?;
+            client
+                .upload_exactly_once(stored.data_sequence, &packed)
+                .await?;
             self.store.mark_arrived(stored.id, "gap_repaired").await?;
         }
         Ok(())

@@ -678,10 +678,11 @@ impl Store {
     }
 
     pub async fn filings_in_upload(&self, upload_id: i64) -> Result<usize> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM upload_file_filings WHERE upload_id = ?")
-            .bind(upload_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM upload_file_filings WHERE upload_id = ?")
+                .bind(upload_id)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(n as usize)
     }
 

@@ -175,47 +175,47 @@ impl Store {
             return Ok(false);
         }
         for content in parts {
-        match content {
-            DownloadContent::Results(pairs) => {
-                apply_results(&mut tx, province, download_id, pairs).await?
-            }
-            DownloadContent::Published(records) => {
-                apply_published(&mut tx, province, records).await?
-            }
-            DownloadContent::Cancellations(items) => {
-                apply_cancellations(&mut tx, province, items).await?
-            }
-            DownloadContent::Codes(xml) => {
-                sqlx::query(
-                    "INSERT INTO code_tables (province, jcdm, received_at) VALUES (?, ?, ?)",
-                )
-                .bind(province)
-                .bind(xml)
-                .bind(&now_s)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
+            match content {
+                DownloadContent::Results(pairs) => {
+                    apply_results(&mut tx, province, download_id, pairs).await?
+                }
+                DownloadContent::Published(records) => {
+                    apply_published(&mut tx, province, records).await?
+                }
+                DownloadContent::Cancellations(items) => {
+                    apply_cancellations(&mut tx, province, items).await?
+                }
+                DownloadContent::Codes(xml) => {
+                    sqlx::query(
+                        "INSERT INTO code_tables (province, jcdm, received_at) VALUES (?, ?, ?)",
+                    )
+                    .bind(province)
+                    .bind(xml)
+                    .bind(&now_s)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
                     "INSERT INTO bureaus (province) VALUES (?) ON CONFLICT (province) DO NOTHING",
                 )
                 .bind(province)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE bureaus SET codes_received = 1 WHERE province = ?")
-                    .bind(province)
-                    .execute(&mut *tx)
+                    sqlx::query("UPDATE bureaus SET codes_received = 1 WHERE province = ?")
+                        .bind(province)
+                        .execute(&mut *tx)
+                        .await?;
+                    insert_event(
+                        &mut tx,
+                        None,
+                        Some(province),
+                        "code_tables",
+                        "bureau",
+                        json!({"file": file_name}),
+                    )
                     .await?;
-                insert_event(
-                    &mut tx,
-                    None,
-                    Some(province),
-                    "code_tables",
-                    "bureau",
-                    json!({"file": file_name}),
-                )
-                .await?;
+                }
+                DownloadContent::Other => {}
             }
-            DownloadContent::Other => {}
-        }
         }
         sqlx::query("UPDATE download_files SET applied_at = ? WHERE id = ?")
             .bind(&now_s)

@@ -44,11 +44,21 @@ pub async fn start(mutate: impl FnOnce(&mut Settings)) -> TestEnv {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(&dir.path().join("gateway.db"));
     mutate(&mut settings);
-    let sandbox = commands::start_sandbox_for(&mut settings).await.expect("sandbox starts");
-    let store = Store::open(&settings.database.url, 4).await.expect("store opens");
+    let sandbox = commands::start_sandbox_for(&mut settings)
+        .await
+        .expect("sandbox starts");
+    let store = Store::open(&settings.database.url, 4)
+        .await
+        .expect("store opens");
     let settings = Arc::new(settings);
     let gateway = Gateway::new(store.clone(), settings.clone(), Calendar::weekdays_only());
-    TestEnv { dir, settings, store, gateway, sandbox }
+    TestEnv {
+        dir,
+        settings,
+        store,
+        gateway,
+        sandbox,
+    }
 }
 
 impl TestEnv {
@@ -68,8 +78,12 @@ impl TestEnv {
             total.merge(self.gateway.cycle().await);
             let outcomes = self.outcomes().await;
             let settled = outcomes.values().all(|o| {
-                matches!(o.state.as_str(), "approved" | "rejected" | "expired" | "needs_correction")
-                    && !(o.state == "approved" && o.subject_record_number.is_none() && needs_numbers(&o.id))
+                matches!(
+                    o.state.as_str(),
+                    "approved" | "rejected" | "expired" | "needs_correction"
+                ) && !(o.state == "approved"
+                    && o.subject_record_number.is_none()
+                    && needs_numbers(&o.id))
             });
             if settled || started.elapsed() > limit {
                 return total;

@@ -123,12 +123,9 @@ impl Registry {
 
     /// The subject holding a website, and the website.
     pub fn website(&self, wzid: i64) -> Option<(&RegSubject, &RegWebsite)> {
-        self.subjects.iter().find_map(|s| {
-            s.websites
-                .iter()
-                .find(|w| w.wzid == wzid)
-                .map(|w| (s, w))
-        })
+        self.subjects
+            .iter()
+            .find_map(|s| s.websites.iter().find(|w| w.wzid == wzid).map(|w| (s, w)))
     }
 
     pub fn website_by_number(&self, baxh: &str) -> Option<(&RegSubject, &RegWebsite)> {
@@ -281,7 +278,9 @@ pub fn load_seed(path: &Path) -> Result<HashMap<String, Registry>, SeedError> {
                         Node::leaf("Zjlx", "1"),
                         Node::leaf(
                             "Zjhm",
-                            s.id_number.clone().unwrap_or_else(|| format!("SEED{}", s.ztid)),
+                            s.id_number
+                                .clone()
+                                .unwrap_or_else(|| format!("SEED{}", s.ztid)),
                         ),
                         Node::leaf("Zjzs", "（种子数据）"),
                     ],
@@ -291,7 +290,9 @@ pub fn load_seed(path: &Path) -> Result<HashMap<String, Registry>, SeedError> {
                     vec![
                         Node::leaf(
                             "Fzr_sjhm",
-                            s.principal_mobile.clone().unwrap_or_else(|| "13900000001".into()),
+                            s.principal_mobile
+                                .clone()
+                                .unwrap_or_else(|| "13900000001".into()),
                         ),
                         Node::leaf("Fzr_dzyj", "seed@example.com"),
                     ],

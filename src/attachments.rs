@@ -78,7 +78,6 @@ pub fn prepare_jpeg(
     if bytes.len() <= max_jpeg_bytes {
         return Ok(bytes.to_vec());
     }
-    let t0 = std::time::Instant::now();
     let original = decode(bytes)?;
     let (width, height) = (original.width(), original.height());
     let cannot_fit = || AttachmentError::CannotFit {

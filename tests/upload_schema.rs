@@ -367,3 +367,115 @@ fn goldens_match() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// Paths the fixtures do not take: a pre-approval (`Nrlx`/`Spwj`), an IDN domain, a
+/// prefecture-level region, an own website principal; an APP for a filed subject (XZWZ with
+/// `App_xx`); ADD_ACCESS quoting record numbers only (`Wzbah`, `Baxh`); a change adding a domain.
+#[test]
+fn variants_validate() {
+    let codes = CodeTables::bundled().unwrap();
+    let reg = SeedRegistry::load();
+    let empty = beian_gateway::datafile::ids::EmptyRegistry;
+    let by_name = |name: &str| {
+        fixtures()
+            .into_iter()
+            .find(|f| f.name == name)
+            .unwrap()
+            .filing
+    };
+    let mut failures = Vec::new();
+    let mut check =
+        |label: &str, f: Filing, registry: &dyn Registry, ext: bool, expect: &[&str]| {
+            let ids =
+                plan_ids(&f, registry, &mut counter()).unwrap_or_else(|e| panic!("{label}: {e:?}"));
+            let atts = placeholders(&f);
+            let rec = BuildRecord {
+                filing: &f,
+                ids: &ids,
+                attachments: &atts,
+            };
+            let xml = build_upload_xml(&[rec], &codes, &opts())
+                .unwrap_or_else(|e| panic!("{label}: {e:#?}"));
+            for needle in expect {
+                assert!(xml.contains(needle), "{label}: {needle} not in {xml}");
+            }
+            failures.extend(xmllint(&xml, &format!("{label}.xml"), ext).err());
+        };
+
+    let mut f = by_name("first");
+    let text = format!(
+        r#"{{"kind":"NEWS","number":"京新闻许可2026001号","attachment":"{}/news.jpg"}}"#,
+        f.id
+    );
+    f.websites[0]
+        .pre_approvals
+        .push(serde_json::from_str(&text).unwrap());
+    f.attachments.push(
+        serde_json::from_str(&format!(
+            r#"{{"kind":"PRE_APPROVAL","owner":"websites[0]","path":"{}/news.jpg"}}"#,
+            f.id
+        ))
+        .unwrap(),
+    );
+    f.websites[0].domains = vec!["例子.COM".into()];
+    f.websites[0].principal = Some(
+        serde_json::from_str(r#"{"name":"李网","mobile":"13911112222","email":"web@example.com"}"#)
+            .unwrap(),
+    );
+    f.websites[0].remark = Some("备注 & <说明>".into());
+    f.subject.region = Some("110100".into());
+    f.subject.investor = None;
+    check(
+        "firstvariant",
+        f,
+        &empty,
+        false,
+        &[
+            "<Nrlx><Nrlx_xx><Nrlx_id>1</Nrlx_id><Qzsph>",
+            "<Ym>xn--fsqu00a.com</Ym>",
+            "<Shiid>110100</Shiid><Xxdz>",
+            "<Wz_Bz>备注 &amp; &lt;说明&gt;</Wz_Bz>",
+        ],
+    );
+
+    let mut f = by_name("app");
+    f.subject.record_number = Some("粤ICP备2020000009号".into());
+    check(
+        "appfiled",
+        f,
+        &empty,
+        true,
+        &[
+            "<XZWZ><Xzxx><Zt_xx><Ztbah>粤ICP备2020000009号</Ztbah></Zt_xx><App_xx>",
+            "<Ssdxlx>1</Ssdxlx><Ssdxbs><Baxh>",
+        ],
+    );
+
+    let mut f = by_name("add-access");
+    f.attachments.push(
+        serde_json::from_str(r#"{"kind":"LICENSE","owner":"subject","path":"x/license.jpg"}"#)
+            .unwrap(),
+    );
+    check(
+        "addaccessnumbers",
+        f,
+        &empty,
+        false,
+        &[
+            "<Wz_xx><Wzbah>京ICP备2019000002号-1</Wzbah></Wz_xx>",
+            "<Ssdxbs><Baxh>京ICP备2019000002号</Baxh></Ssdxbs>",
+        ],
+    );
+
+    let mut f = by_name("change-site");
+    f.websites[0].domains = vec!["site-changed.com".into()];
+    check(
+        "changenewdomain",
+        f,
+        &reg,
+        false,
+        &["<Ym_xx><IspYmid>1</IspYmid><Ym>site-changed.com</Ym></Ym_xx>"],
+    );
+
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

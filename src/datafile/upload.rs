@@ -893,10 +893,8 @@ impl<'a> RecordBuilder<'a, '_> {
             .cloned();
         self.open("Ym_xx");
         self.id("IspYmid", &field, ids.as_ref().map(|d| d.isp_ymid));
-        if bgba {
-            if let Some(ymid) = ids.as_ref().and_then(|d| d.ymid) {
-                self.num("Ymid", ymid);
-            }
+        if let Some(ymid) = ids.as_ref().and_then(|d| d.ymid).filter(|_| bgba) {
+            self.num("Ymid", ymid);
         }
         self.text("Ym", &field, Some(&ym), true, Len(4, 128));
         self.close("Ym_xx");
@@ -959,10 +957,8 @@ impl<'a> RecordBuilder<'a, '_> {
             let ids = ips.get(k);
             self.open("Ip_xx");
             self.id("IspIpid", &field, ids.map(|x| x.isp_ipid));
-            if with_ipid {
-                if let Some(ipid) = ids.and_then(|x| x.ipid) {
-                    self.num("Ipid", ipid);
-                }
+            if let Some(ipid) = ids.and_then(|x| x.ipid).filter(|_| with_ipid) {
+                self.num("Ipid", ipid);
             }
             self.num("Qsip", n);
             self.num("Zzip", n);

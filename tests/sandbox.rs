@@ -91,7 +91,9 @@ impl Bureau {
         assert!(text.contains(&format!("{op}Response")));
         let start = text.find("<return>").unwrap() + "<return>".len();
         let end = text.rfind("</return>").unwrap();
-        Ok(quick_xml::escape::unescape(&text[start..end]).unwrap().into_owned())
+        Ok(quick_xml::escape::unescape(&text[start..end])
+            .unwrap()
+            .into_owned())
     }
 
     async fn upload(&self, seq: i64, xml: &str) -> String {
@@ -122,21 +124,32 @@ impl Bureau {
         }
         let key = AesKey::new(b"0123456789abcdef", b"fedcba9876543210").unwrap();
         let k = (between(&doc, "encryptAlgorithm") == "1").then_some(&key);
-        let (name, bytes) =
-            package::unpack(&between(&doc, "beianInfo"), &between(&doc, "beianInfoHash"), k, 1 << 26)
-                .unwrap();
+        let (name, bytes) = package::unpack(
+            &between(&doc, "beianInfo"),
+            &between(&doc, "beianInfoHash"),
+            k,
+            1 << 26,
+        )
+        .unwrap();
         assert_eq!(name, between(&doc, "return_FileName"));
         (code, name, package::decode_gbk(&bytes).unwrap())
     }
 
     async fn ack(&self, name: &str) -> String {
-        between(&self.call("isp_downloadack", &[("fileName", name.to_owned())]).await, "msg_code")
+        between(
+            &self
+                .call("isp_downloadack", &[("fileName", name.to_owned())])
+                .await,
+            "msg_code",
+        )
     }
 }
 
 fn between(doc: &str, tag: &str) -> String {
     let open = format!("<{tag}>");
-    let Some(s) = doc.find(&open) else { return String::new() };
+    let Some(s) = doc.find(&open) else {
+        return String::new();
+    };
     let rest = &doc[s + open.len()..];
     rest[..rest.find(&format!("</{tag}>")).unwrap()].to_owned()
 }
@@ -155,7 +168,9 @@ async fn authentication_failures() {
     let body = b.envelope("isp_download", "short", &[]);
     let (_, text) = b.post("ISPWebService/upDownLoad", body).await.unwrap();
     assert!(text.contains("&lt;msg_code&gt;16&lt;/msg_code&gt;"));
-    let body = b.envelope("isp_download", &package::rand_val(), &[]).replace("isp1234<", "nobody<");
+    let body = b
+        .envelope("isp_download", &package::rand_val(), &[])
+        .replace("isp1234<", "nobody<");
     let (_, text) = b.post("ISPWebService/upDownLoad", body).await.unwrap();
     assert!(text.contains("&lt;msg_code&gt;4&lt;/msg_code&gt;"));
     h.shutdown().await;
@@ -172,7 +187,10 @@ async fn upload_sequence_download_and_ack() {
     assert_eq!(between(&b.upload(1, &minimal()).await, "msg_code"), "999");
     let prev = b.call("isp_querypreviousupload", &[]).await;
     assert_eq!(between(&prev, "dataSequence"), "1");
-    assert_eq!(between(&prev, "return_FileName"), "1100001234U0000000001.xml");
+    assert_eq!(
+        between(&prev, "return_FileName"),
+        "1100001234U0000000001.xml"
+    );
 
     tokio::time::sleep(Duration::from_millis(80)).await;
     // JCDM first, served again until acked.
@@ -189,7 +207,10 @@ async fn upload_sequence_download_and_ack() {
     assert_eq!(code, "3");
     assert!(bajg.contains("BAJG"), "{bajg}");
     assert!(text.contains("<Jgdm>1001</Jgdm>"), "{text}");
-    assert!(text.contains("<Shjg>1</Shjg><Czlx>1</Czlx><Jlid>101</Jlid>"), "{text}");
+    assert!(
+        text.contains("<Shjg>1</Shjg><Czlx>1</Czlx><Jlid>101</Jlid>"),
+        "{text}"
+    );
     assert_eq!(b.ack(&bajg).await, "0");
 
     let (code, basj, text) = b.download().await;
@@ -206,7 +227,10 @@ async fn upload_sequence_download_and_ack() {
     let st = b
         .call(
             "isp_querybeianstatus",
-            &[("queryConditionType", "0".into()), ("queryCondition", "sandbox-example.com".into())],
+            &[
+                ("queryConditionType", "0".into()),
+                ("queryCondition", "sandbox-example.com".into()),
+            ],
         )
         .await;
     assert_eq!(between(&st, "Bazt"), "0");
@@ -214,7 +238,10 @@ async fn upload_sequence_download_and_ack() {
 
     let stats = h.stats();
     assert_eq!(stats.accepted_sequences("110000"), vec![1]);
-    assert_eq!(stats.cases_by_identity.get("110000/XZBA:IspZtid=101"), Some(&1));
+    assert_eq!(
+        stats.cases_by_identity.get("110000/XZBA:IspZtid=101"),
+        Some(&1)
+    );
     h.shutdown().await;
 }
 
@@ -222,7 +249,8 @@ async fn upload_sequence_download_and_ack() {
 async fn faults_on_demand() {
     let h = start(test_cfg()).await;
     let b = Bureau::new(&h, "110000");
-    h.faults().set(Some("110000"), Fault::MsgCode { code: 15 }, 1);
+    h.faults()
+        .set(Some("110000"), Fault::MsgCode { code: 15 }, 1);
     assert_eq!(between(&b.upload(1, &minimal()).await, "msg_code"), "15");
     assert_eq!(between(&b.upload(1, &minimal()).await, "msg_code"), "0");
 
@@ -262,8 +290,15 @@ async fn faults_on_demand() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let body = b.envelope("isp_download", &package::rand_val(), &[("hashAlgorithm", "0".into())]);
-    assert_eq!(b.post("ISPWebService/upDownLoad", body).await.unwrap().0, 503);
+    let body = b.envelope(
+        "isp_download",
+        &package::rand_val(),
+        &[("hashAlgorithm", "0".into())],
+    );
+    assert_eq!(
+        b.post("ISPWebService/upDownLoad", body).await.unwrap().0,
+        503
+    );
     let stats: serde_json::Value = b
         .http
         .get(format!("http://{}/_sandbox/stats", h.local_addr()))
@@ -274,14 +309,20 @@ async fn faults_on_demand() {
         .await
         .map(|t| serde_json::from_str(&t).unwrap())
         .unwrap();
-    assert_eq!(stats["accepted_by_province"]["110000"], serde_json::json!([1, 2]));
+    assert_eq!(
+        stats["accepted_by_province"]["110000"],
+        serde_json::json!([1, 2])
+    );
     h.shutdown().await;
 }
 
 #[tokio::test]
 async fn schema_fault_and_sms_expiry() {
     let cfg = SandboxConfig {
-        extensions: sandbox::Extensions { app: false, sms: true },
+        extensions: sandbox::Extensions {
+            app: false,
+            sms: true,
+        },
         ..test_cfg()
     };
     let h = start(cfg).await;
@@ -294,14 +335,23 @@ async fn schema_fault_and_sms_expiry() {
     let (_, jcdm, _) = b.download().await;
     b.ack(&jcdm).await;
     let (_, f1, t1) = b.download().await;
-    assert!(t1.contains("<Jgdm>5001</Jgdm><Dmms>1100001234U0000000001.xml</Dmms>"), "{t1}");
+    assert!(
+        t1.contains("<Jgdm>5001</Jgdm><Dmms>1100001234U0000000001.xml</Dmms>"),
+        "{t1}"
+    );
     assert!(!t1.contains("<Jlid>"));
     b.ack(&f1).await;
     let (_, f2, t2) = b.download().await;
-    assert!(t2.contains("<Jgdm>1901</Jgdm>") && t2.contains("+08:00</Dmms>"), "{t2}");
+    assert!(
+        t2.contains("<Jgdm>1901</Jgdm>") && t2.contains("+08:00</Dmms>"),
+        "{t2}"
+    );
     b.ack(&f2).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     let (_, _, t3) = b.download().await;
-    assert!(t3.contains("<Jgdm>1902</Jgdm>") && t3.contains("<Jlid>101</Jlid>"), "{t3}");
+    assert!(
+        t3.contains("<Jgdm>1902</Jgdm>") && t3.contains("<Jlid>101</Jlid>"),
+        "{t3}"
+    );
     h.shutdown().await;
 }

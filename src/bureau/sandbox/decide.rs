@@ -84,10 +84,10 @@ fn target_subject<'r>(unit: &Unit, reg: &'r Registry) -> Option<&'r RegSubject> 
 /// Rules 1019, 1041, 1016, 1004 and 1018, every one that applies (several `Jgxx`).
 pub fn precheck(unit: &Unit, reg: &Registry, ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
-    if let Some(txdz) = unit.record.at(&["Zt_xx", "Txdz"]) {
-        if !region_inside(txdz, ctx.province) {
-            out.push(finding(1019, "行政区划代码不属于本省"));
-        }
+    if let Some(txdz) = unit.record.at(&["Zt_xx", "Txdz"])
+        && !region_inside(txdz, ctx.province)
+    {
+        out.push(finding(1019, "行政区划代码不属于本省"));
     }
     let sites = unit_websites(unit);
     for w in &sites {
@@ -108,17 +108,17 @@ pub fn precheck(unit: &Unit, reg: &Registry, ctx: &Ctx<'_>) -> Vec<Finding> {
             }
         }
     }
-    if let Some(subject) = target_subject(unit, reg) {
-        if let Some(expected) = &subject.icp_md5 {
-            let required = unit.op == Op::Xzjr
-                || (unit.op == Op::Zxba && unit.record.long_of("Zxlb") == Some(0));
-            match unit.record.text_of("ICPmm") {
-                Some(given) if !given.eq_ignore_ascii_case(expected) => {
-                    out.push(finding(1018, "备案密码错误"));
-                }
-                None if required => out.push(finding(1018, "缺少备案密码")),
-                _ => {}
+    if let Some(subject) = target_subject(unit, reg)
+        && let Some(expected) = &subject.icp_md5
+    {
+        let required =
+            unit.op == Op::Xzjr || (unit.op == Op::Zxba && unit.record.long_of("Zxlb") == Some(0));
+        match unit.record.text_of("ICPmm") {
+            Some(given) if !given.eq_ignore_ascii_case(expected) => {
+                out.push(finding(1018, "备案密码错误"));
             }
+            None if required => out.push(finding(1018, "缺少备案密码")),
+            _ => {}
         }
     }
     out
@@ -137,10 +137,7 @@ fn region_inside(txdz: &Node, province: &str) -> bool {
 /// The host of a home URL is one of the domains, or `www.` + one of them.
 pub fn home_url_matches(url: &str, domains: &[&str]) -> bool {
     let rest = url.trim();
-    let rest = rest
-        .split_once("://")
-        .map(|(_, r)| r)
-        .unwrap_or(rest);
+    let rest = rest.split_once("://").map(|(_, r)| r).unwrap_or(rest);
     let host = rest
         .split(['/', '?', '#', ':'])
         .next()
@@ -159,7 +156,9 @@ pub fn domain_allowed(domain: &str, allowed: &[String]) -> bool {
     let well_formed = !d.is_empty()
         && d.split('.').count() >= 2
         && d.split('.').all(|l| {
-            !l.is_empty() && !l.starts_with('-') && !l.ends_with('-')
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
                 && l.chars().all(|c| c.is_alphanumeric() || c == '-')
         });
     well_formed
@@ -199,18 +198,18 @@ fn unknown_ids(unit: &Unit, reg: &Registry) -> Option<Finding> {
                         return missing();
                     };
                     for ip in jr.all("Ip_xx") {
-                        if let Some(ipid) = ip.long_of("Ipid") {
-                            if !acc.ips.iter().any(|x| x.ipid == ipid) {
-                                return missing();
-                            }
+                        if let Some(ipid) = ip.long_of("Ipid")
+                            && !acc.ips.iter().any(|x| x.ipid == ipid)
+                        {
+                            return missing();
                         }
                     }
                 }
                 for ym in w.all("Ym_xx") {
-                    if let Some(ymid) = ym.long_of("Ymid") {
-                        if !site.domains.iter().any(|d| d.ymid == ymid) {
-                            return missing();
-                        }
+                    if let Some(ymid) = ym.long_of("Ymid")
+                        && !site.domains.iter().any(|d| d.ymid == ymid)
+                    {
+                        return missing();
                     }
                 }
             }
@@ -262,8 +261,12 @@ pub fn verdict(unit: &Unit) -> Option<Finding> {
 }
 
 fn longs(node: Option<&Node>, name: &str) -> Vec<i64> {
-    node.map(|n| n.all(name).filter_map(|c| c.text.trim().parse().ok()).collect())
-        .unwrap_or_default()
+    node.map(|n| {
+        n.all(name)
+            .filter_map(|c| c.text.trim().parse().ok())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn new_access(reg: &mut Registry, jr: &Node) -> RegAccess {
@@ -362,7 +365,10 @@ pub fn approve(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publish
                     .and_then(|f| f.text_of("Fzr_sjhm"))
                     .map(str::to_owned),
                 icp_md5: None,
-                id_number: zt.at(&["Zj"]).and_then(|z| z.text_of("Zjhm")).map(str::to_owned),
+                id_number: zt
+                    .at(&["Zj"])
+                    .and_then(|z| z.text_of("Zjhm"))
+                    .map(str::to_owned),
                 details: subject_details(zt),
                 websites: Vec::new(),
                 apps: Vec::new(),
@@ -425,7 +431,11 @@ pub fn approve(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publish
             let mut access = new_access(reg, r);
             access.isp_jrid = r.long_of("IspJrid");
             let s = reg.subject_mut(ztid).ok_or_else(gone)?;
-            let site = s.websites.iter_mut().find(|w| w.wzid == wzid).ok_or_else(gone)?;
+            let site = s
+                .websites
+                .iter_mut()
+                .find(|w| w.wzid == wzid)
+                .ok_or_else(gone)?;
             site.accesses.push(access);
             let s = reg.subject(ztid).ok_or_else(gone)?;
             Ok(Published::Basj(basj_baxx(s, &[wzid], &[], ctx.isp_id)))
@@ -450,8 +460,10 @@ pub fn approve(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publish
                     Ok(Published::Zxsj(1, jlid))
                 }
                 _ => {
-                    let (ztid, wzid) =
-                        reg.access(jlid).map(|(s, w)| (s.ztid, w.wzid)).ok_or_else(gone)?;
+                    let (ztid, wzid) = reg
+                        .access(jlid)
+                        .map(|(s, w)| (s.ztid, w.wzid))
+                        .ok_or_else(gone)?;
                     let s = reg.subject_mut(ztid).ok_or_else(gone)?;
                     if let Some(w) = s.websites.iter_mut().find(|w| w.wzid == wzid) {
                         w.accesses.retain(|a| a.jrid != jlid);
@@ -552,7 +564,10 @@ mod tests {
         assert!(home_url_matches("www.example.com", &["example.com"]));
         assert!(home_url_matches("https://example.com/a", &["example.com"]));
         assert!(!home_url_matches("www.other.com", &["example.com"]));
-        let allowed: Vec<String> = ["com", "com.cn", "xn--fiqs8s"].iter().map(|s| s.to_string()).collect();
+        let allowed: Vec<String> = ["com", "com.cn", "xn--fiqs8s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(domain_allowed("example.com", &allowed));
         assert!(domain_allowed("example.com.cn", &allowed));
         assert!(domain_allowed("xn--fsq.xn--fiqs8s", &allowed));

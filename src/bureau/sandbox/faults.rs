@@ -166,7 +166,10 @@ mod tests {
         s.add(r);
         assert!(s.take("310000", "isp_upload").is_none());
         assert!(s.take("110000", "isp_download").is_none());
-        assert_eq!(s.take("110000", "isp_upload").unwrap().fault, Fault::MsgCode { code: 15 });
+        assert_eq!(
+            s.take("110000", "isp_upload").unwrap().fault,
+            Fault::MsgCode { code: 15 }
+        );
         assert!(s.take("110000", "isp_upload").is_some());
         assert!(s.take("110000", "isp_upload").is_none());
         let r: FaultRule = serde_json::from_str(r#"{"kind":"reset"}"#).unwrap();

@@ -143,7 +143,10 @@ fn access_node(a: &RegAccess, isp_id: i64) -> Node {
     c.push(Node::leaf("Ispid", ispid.to_string()));
     let list = |wrap: &str, name: &str, v: &[i64]| {
         let v = if v.is_empty() { vec![1] } else { v.to_vec() };
-        Node::parent(wrap, v.iter().map(|x| Node::leaf(name, x.to_string())).collect())
+        Node::parent(
+            wrap,
+            v.iter().map(|x| Node::leaf(name, x.to_string())).collect(),
+        )
     };
     c.push(list("Wzfb", "Fbdd", &a.fbdd));
     c.push(list("Wzjrfs", "Jrfs", &a.jrfs));
@@ -161,12 +164,19 @@ fn access_node(a: &RegAccess, isp_id: i64) -> Node {
 /// The accesses to publish: those with us, or all when none is.
 fn published_accesses(all: &[RegAccess]) -> Vec<&RegAccess> {
     let ours: Vec<&RegAccess> = all.iter().filter(|a| a.with_us).collect();
-    if ours.is_empty() { all.iter().collect() } else { ours }
+    if ours.is_empty() {
+        all.iter().collect()
+    } else {
+        ours
+    }
 }
 
 /// A BASJ `Baxx` for a subject with the named websites and apps.
 pub fn basj_baxx(s: &RegSubject, sites: &[i64], apps: &[i64], isp_id: i64) -> Node {
-    let today = Utc::now().with_timezone(&Shanghai).format("%Y-%m-%d").to_string();
+    let today = Utc::now()
+        .with_timezone(&Shanghai)
+        .format("%Y-%m-%d")
+        .to_string();
     let d = &s.details;
     let mut zt = Vec::new();
     opt_leaf(&mut zt, "IspZtid", s.isp_ztid);

@@ -112,10 +112,47 @@ impl Default for SandboxConfig {
 /// The default allowed suffixes (hk tw asia jp co so biz me are refused by leaving them out).
 pub fn default_suffixes() -> Vec<String> {
     [
-        "com", "cn", "net", "org", "com.cn", "net.cn", "org.cn", "gov.cn", "edu.cn", "ac.cn",
-        "中国", "xn--fiqs8s", "公司", "xn--55qx5d", "网络", "xn--io0a7i", "info", "top", "xyz",
-        "vip", "cc", "tv", "club", "shop", "site", "online", "tech", "store", "ltd", "fun",
-        "cloud", "work", "red", "link", "pro", "wang", "ink", "art", "live", "kim", "group",
+        "com",
+        "cn",
+        "net",
+        "org",
+        "com.cn",
+        "net.cn",
+        "org.cn",
+        "gov.cn",
+        "edu.cn",
+        "ac.cn",
+        "中国",
+        "xn--fiqs8s",
+        "公司",
+        "xn--55qx5d",
+        "网络",
+        "xn--io0a7i",
+        "info",
+        "top",
+        "xyz",
+        "vip",
+        "cc",
+        "tv",
+        "club",
+        "shop",
+        "site",
+        "online",
+        "tech",
+        "store",
+        "ltd",
+        "fun",
+        "cloud",
+        "work",
+        "red",
+        "link",
+        "pro",
+        "wang",
+        "ink",
+        "art",
+        "live",
+        "kim",
+        "group",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -136,7 +173,9 @@ mod duration {
 
     pub fn parse(text: &str) -> Option<Duration> {
         let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: f64 = num.parse().ok()?;
         let secs = match unit.trim() {
@@ -152,7 +191,9 @@ mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match Raw::deserialize(d)? {
             Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(t) => parse(&t).ok_or_else(|| D::Error::custom(format!("bad duration {t:?}"))),
+            Raw::Text(t) => {
+                parse(&t).ok_or_else(|| D::Error::custom(format!("bad duration {t:?}")))
+            }
         }
     }
 }
@@ -217,7 +258,10 @@ impl SandboxHandle {
 }
 
 /// Starts the sandbox bureau on `listener`.
-pub async fn start(listener: TcpListener, cfg: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
+pub async fn start(
+    listener: TcpListener,
+    cfg: SandboxConfig,
+) -> Result<SandboxHandle, SandboxError> {
     let key = AesKey::new(cfg.aes_key.as_bytes(), cfg.aes_iv.as_bytes())
         .map_err(|e| SandboxError::Config(e.to_string()))?;
     let outline = if cfg.extensions.app {
@@ -285,14 +329,21 @@ impl KillableStream {
     fn check(&self) -> io::Result<()> {
         if self.killed.load(Ordering::SeqCst) {
             let _ = self.inner.set_zero_linger();
-            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "sandbox reset"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "sandbox reset",
+            ));
         }
         Ok(())
     }
 }
 
 impl AsyncRead for KillableStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if let Err(e) = self.check() {
             return Poll::Ready(Err(e));
         }
@@ -301,7 +352,11 @@ impl AsyncRead for KillableStream {
 }
 
 impl AsyncWrite for KillableStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if let Err(e) = self.check() {
             return Poll::Ready(Err(e));
         }
@@ -393,14 +448,25 @@ async fn query_beian_status(
 }
 
 fn xml_response(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn soap_fault(code: &str, msg: &str) -> Response {
     xml_response(StatusCode::INTERNAL_SERVER_ERROR, soap::fault(code, msg))
 }
 
-async fn handle(app: Arc<App>, province: String, conn: ConnKill, body: Bytes, service: Service) -> Response {
+async fn handle(
+    app: Arc<App>,
+    province: String,
+    conn: ConnKill,
+    body: Bytes,
+    service: Service,
+) -> Response {
     let province_ok = province.len() == 6
         && province.bytes().all(|b| b.is_ascii_digit())
         && app.core().knows_province(&province);
@@ -444,9 +510,13 @@ async fn handle(app: Arc<App>, province: String, conn: ConnKill, body: Bytes, se
         }
     }
     let wrong_hash = rule.as_ref().is_some_and(|r| r.fault == Fault::WrongHash);
-    let doc = app
-        .core()
-        .call(&province, &req, Instant::now(), chrono::Utc::now(), wrong_hash);
+    let doc = app.core().call(
+        &province,
+        &req,
+        Instant::now(),
+        chrono::Utc::now(),
+        wrong_hash,
+    );
     match (&rule, after) {
         (Some(r), true) => {
             if let Fault::Slow { millis } = r.fault {
@@ -455,7 +525,9 @@ async fn handle(app: Arc<App>, province: String, conn: ConnKill, body: Bytes, se
             }
             // A msg_code or gap claim after processing replaces the real answer.
             let doc = match &r.fault {
-                Fault::MsgCode { .. } | Fault::GapClaim { .. } => fault_doc(&app, &province, &r.fault),
+                Fault::MsgCode { .. } | Fault::GapClaim { .. } => {
+                    fault_doc(&app, &province, &r.fault)
+                }
                 _ => doc,
             };
             misbehave(&app, &conn, &op, &r.fault, doc)

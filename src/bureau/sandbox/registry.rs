@@ -80,11 +80,17 @@ pub struct RegSubject {
 }
 
 /// One province's registry.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Registry {
     pub subjects: Vec<RegSubject>,
     next_id: i64,
     next_number: u32,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Registry {
@@ -123,12 +129,9 @@ impl Registry {
 
     /// The subject holding a website, and the website.
     pub fn website(&self, wzid: i64) -> Option<(&RegSubject, &RegWebsite)> {
-        self.subjects.iter().find_map(|s| {
-            s.websites
-                .iter()
-                .find(|w| w.wzid == wzid)
-                .map(|w| (s, w))
-        })
+        self.subjects
+            .iter()
+            .find_map(|s| s.websites.iter().find(|w| w.wzid == wzid).map(|w| (s, w)))
     }
 
     pub fn website_by_number(&self, baxh: &str) -> Option<(&RegSubject, &RegWebsite)> {
@@ -255,7 +258,7 @@ pub fn load_seed(path: &Path) -> Result<HashMap<String, Registry>, SeedError> {
     })?;
     let mut out: HashMap<String, Registry> = HashMap::new();
     for s in seed.subjects {
-        let reg = out.entry(s.province.clone()).or_insert_with(Registry::new);
+        let reg = out.entry(s.province.clone()).or_default();
         let mut last_n = 0;
         let websites = s
             .websites
@@ -281,7 +284,9 @@ pub fn load_seed(path: &Path) -> Result<HashMap<String, Registry>, SeedError> {
                         Node::leaf("Zjlx", "1"),
                         Node::leaf(
                             "Zjhm",
-                            s.id_number.clone().unwrap_or_else(|| format!("SEED{}", s.ztid)),
+                            s.id_number
+                                .clone()
+                                .unwrap_or_else(|| format!("SEED{}", s.ztid)),
                         ),
                         Node::leaf("Zjzs", "（种子数据）"),
                     ],
@@ -291,7 +296,9 @@ pub fn load_seed(path: &Path) -> Result<HashMap<String, Registry>, SeedError> {
                     vec![
                         Node::leaf(
                             "Fzr_sjhm",
-                            s.principal_mobile.clone().unwrap_or_else(|| "13900000001".into()),
+                            s.principal_mobile
+                                .clone()
+                                .unwrap_or_else(|| "13900000001".into()),
                         ),
                         Node::leaf("Fzr_dzyj", "seed@example.com"),
                     ],

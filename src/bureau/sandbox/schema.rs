@@ -65,8 +65,12 @@ fn parse_decl_line(text: &str, line: usize) -> Result<Decl, OutlineError> {
     };
     let (name, min, max) = match head.split_once('[') {
         Some((n, card)) => {
-            let card = card.strip_suffix(']').ok_or_else(|| err("bad cardinality"))?;
-            let (lo, hi) = card.split_once("..").ok_or_else(|| err("bad cardinality"))?;
+            let card = card
+                .strip_suffix(']')
+                .ok_or_else(|| err("bad cardinality"))?;
+            let (lo, hi) = card
+                .split_once("..")
+                .ok_or_else(|| err("bad cardinality"))?;
             let lo: usize = lo.parse().map_err(|_| err("bad minimum"))?;
             let hi = if hi == "unbounded" {
                 None
@@ -217,7 +221,9 @@ fn validate_node(decl: &Decl, node: &Node, path: &str) -> Result<(), String> {
             .filter(|d| node.all(&d.name).next().is_some())
             .collect();
         if present.len() != 1 {
-            return Err(format!("{path}: a choice needs exactly one of its elements"));
+            return Err(format!(
+                "{path}: a choice needs exactly one of its elements"
+            ));
         }
     }
     for d in &decl.children {
@@ -252,11 +258,11 @@ fn check_facets(f: &Facets, text: &str) -> Result<(), String> {
             {
                 return Err("string length out of range".into());
             }
-            if let Some(p) = &f.pattern {
-                if p == "[0-9a-fA-F]{32}" && !(n == 32 && text.chars().all(|c| c.is_ascii_hexdigit()))
-                {
-                    return Err("does not match the pattern".into());
-                }
+            if let Some(p) = &f.pattern
+                && p == "[0-9a-fA-F]{32}"
+                && !(n == 32 && text.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err("does not match the pattern".into());
             }
         }
         _ => {}
@@ -303,9 +309,11 @@ mod tests {
         .unwrap();
         assert!(s.validate(&range).is_err());
         let ext = Schema::parse(UPLOAD_EXT_OUTLINE).unwrap();
-        assert!(ext.root.children[0].children[0].children[0]
-            .children
-            .iter()
-            .any(|d| d.name == "App_xx"));
+        assert!(
+            ext.root.children[0].children[0].children[0]
+                .children
+                .iter()
+                .any(|d| d.name == "App_xx")
+        );
     }
 }

@@ -157,7 +157,8 @@ impl Core {
     /// Authentication (section 2): 4 user / account id, 16 short randVal, 5 password,
     /// 10 hash algorithm. None when it passes.
     fn authenticate(&self, req: &Request) -> Option<i64> {
-        let isp_ok = req.param("ispId").and_then(|v| v.parse::<i64>().ok()) == Some(self.cfg.isp_id);
+        let isp_ok =
+            req.param("ispId").and_then(|v| v.parse::<i64>().ok()) == Some(self.cfg.isp_id);
         if !isp_ok || req.param("userName") != Some(self.cfg.user_name.as_str()) {
             return Some(4);
         }
@@ -209,7 +210,10 @@ impl Core {
             "1" => 1,
             _ => return doc(9),
         };
-        let Some(seq) = req.param("dataSequence").and_then(|s| s.parse::<i64>().ok()) else {
+        let Some(seq) = req
+            .param("dataSequence")
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
             return ret(999, "缺少或无效的dataSequence", "");
         };
         let max_queue = self.cfg.max_files_per_download_queue;
@@ -218,7 +222,12 @@ impl Core {
         let key = self.key.clone();
         let account = self.account(province);
         if seq <= account.last_seq {
-            tracing::info!(province, seq, last = account.last_seq, "sandbox: sequence repeated");
+            tracing::info!(
+                province,
+                seq,
+                last = account.last_seq,
+                "sandbox: sequence repeated"
+            );
             return ret(999, "该dataSequence已接收，不再处理", "");
         }
         if seq > account.last_seq + 1 {
@@ -227,7 +236,12 @@ impl Core {
                 push_leaf(&mut list, "dataSequence", &n.to_string());
             }
             list.push_str("</dataSequences>");
-            tracing::info!(province, seq, last = account.last_seq, "sandbox: sequence gap");
+            tracing::info!(
+                province,
+                seq,
+                last = account.last_seq,
+                "sandbox: sequence gap"
+            );
             return ret(14, msg_for(14), &list);
         }
         if max_queue > 0 && account.queue.len() >= max_queue {
@@ -236,7 +250,8 @@ impl Core {
         let beian_info = req.param("beianInfo").unwrap_or_default();
         let beian_info_hash = req.param("beianInfoHash").unwrap_or_default();
         let key_opt = (encrypt == 1).then_some(&key);
-        let (name, gbk) = match package::unpack(beian_info, beian_info_hash, key_opt, MAX_DATA_FILE) {
+        let (name, gbk) = match package::unpack(beian_info, beian_info_hash, key_opt, MAX_DATA_FILE)
+        {
             Ok(v) => v,
             Err(e) => {
                 let code = match e {
@@ -354,9 +369,11 @@ impl Core {
                     if !findings.is_empty() {
                         pairs.push(pair(&unit, &file_name, findings, None, wall));
                     } else if cfg.extensions.sms {
-                        let window = Duration::from_secs_f64(86_400.0 * cfg.sms_time_factor.max(0.0));
+                        let window =
+                            Duration::from_secs_f64(86_400.0 * cfg.sms_time_factor.max(0.0));
                         let deadline = wall
-                            + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
+                            + chrono::Duration::from_std(window)
+                                .unwrap_or(chrono::Duration::zero());
                         let codes = vec![Finding {
                             code: 1901,
                             dmms: files::shanghai_rfc3339(deadline),
@@ -369,7 +386,10 @@ impl Core {
                             confirm.push(unit);
                         }
                     } else {
-                        final_result(&unit, &file_name, account, &ctx, wall, &mut pairs, &mut basj, &mut zxsj);
+                        final_result(
+                            &unit, &file_name, account, &ctx, wall, &mut pairs, &mut basj,
+                            &mut zxsj,
+                        );
                     }
                 }
                 let window = Duration::from_secs_f64(86_400.0 * cfg.sms_time_factor.max(0.0));
@@ -407,12 +427,18 @@ impl Core {
                         }];
                         pairs.push(pair(&unit, &file_name, codes, None, wall));
                     } else {
-                        final_result(&unit, &file_name, account, &ctx, wall, &mut pairs, &mut basj, &mut zxsj);
+                        final_result(
+                            &unit, &file_name, account, &ctx, wall, &mut pairs, &mut basj,
+                            &mut zxsj,
+                        );
                     }
                 }
             }
         }
-        let codes: Vec<i64> = pairs.iter().flat_map(|p| p.codes.iter().map(|c| c.0)).collect();
+        let codes: Vec<i64> = pairs
+            .iter()
+            .flat_map(|p| p.codes.iter().map(|c| c.0))
+            .collect();
         tracing::info!(province, ?codes, "sandbox: results due");
         if !pairs.is_empty() {
             queue_file(account, &cfg, &key, "BAJG", &files::bajg(&pairs));
@@ -440,7 +466,11 @@ impl Core {
         let mut extra = String::from("<fileInfos>");
         push_leaf(&mut extra, "hashAlgorithm", "0");
         push_leaf(&mut extra, "compressionFormat", "0");
-        push_leaf(&mut extra, "encryptAlgorithm", if head.encrypted { "1" } else { "0" });
+        push_leaf(
+            &mut extra,
+            "encryptAlgorithm",
+            if head.encrypted { "1" } else { "0" },
+        );
         push_leaf(&mut extra, "return_FileName", &head.name);
         push_leaf(&mut extra, "beianInfo", &head.packed.beian_info);
         push_leaf(&mut extra, "beianInfoHash", &hash);
@@ -472,7 +502,11 @@ impl Core {
         push_leaf(&mut extra, "compressionFormat", "0");
         match account.accepted.last() {
             Some(f) => {
-                push_leaf(&mut extra, "encryptAlgorithm", &f.encrypt_algorithm.to_string());
+                push_leaf(
+                    &mut extra,
+                    "encryptAlgorithm",
+                    &f.encrypt_algorithm.to_string(),
+                );
                 push_leaf(&mut extra, "dataSequence", &f.seq.to_string());
                 push_leaf(&mut extra, "return_FileName", &f.name);
                 push_leaf(&mut extra, "beianInfo", &f.beian_info);

@@ -84,10 +84,10 @@ fn target_subject<'r>(unit: &Unit, reg: &'r Registry) -> Option<&'r RegSubject> 
 /// Rules 1019, 1041, 1016, 1004 and 1018, every one that applies (several `Jgxx`).
 pub fn precheck(unit: &Unit, reg: &Registry, ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
-    if let Some(txdz) = unit.record.at(&["Zt_xx", "Txdz"]) {
-        if !region_inside(txdz, ctx.province) {
-            out.push(finding(1019, "行政区划代码不属于本省"));
-        }
+    if let Some(txdz) = unit.record.at(&["Zt_xx", "Txdz"])
+        && !region_inside(txdz, ctx.province)
+    {
+        out.push(finding(1019, "行政区划代码不属于本省"));
     }
     let sites = unit_websites(unit);
     for w in &sites {
@@ -108,17 +108,17 @@ pub fn precheck(unit: &Unit, reg: &Registry, ctx: &Ctx<'_>) -> Vec<Finding> {
             }
         }
     }
-    if let Some(subject) = target_subject(unit, reg) {
-        if let Some(expected) = &subject.icp_md5 {
-            let required = unit.op == Op::Xzjr
-                || (unit.op == Op::Zxba && unit.record.long_of("Zxlb") == Some(0));
-            match unit.record.text_of("ICPmm") {
-                Some(given) if !given.eq_ignore_ascii_case(expected) => {
-                    out.push(finding(1018, "备案密码错误"));
-                }
-                None if required => out.push(finding(1018, "缺少备案密码")),
-                _ => {}
+    if let Some(subject) = target_subject(unit, reg)
+        && let Some(expected) = &subject.icp_md5
+    {
+        let required =
+            unit.op == Op::Xzjr || (unit.op == Op::Zxba && unit.record.long_of("Zxlb") == Some(0));
+        match unit.record.text_of("ICPmm") {
+            Some(given) if !given.eq_ignore_ascii_case(expected) => {
+                out.push(finding(1018, "备案密码错误"));
             }
+            None if required => out.push(finding(1018, "缺少备案密码")),
+            _ => {}
         }
     }
     out
@@ -198,18 +198,18 @@ fn unknown_ids(unit: &Unit, reg: &Registry) -> Option<Finding> {
                         return missing();
                     };
                     for ip in jr.all("Ip_xx") {
-                        if let Some(ipid) = ip.long_of("Ipid") {
-                            if !acc.ips.iter().any(|x| x.ipid == ipid) {
-                                return missing();
-                            }
+                        if let Some(ipid) = ip.long_of("Ipid")
+                            && !acc.ips.iter().any(|x| x.ipid == ipid)
+                        {
+                            return missing();
                         }
                     }
                 }
                 for ym in w.all("Ym_xx") {
-                    if let Some(ymid) = ym.long_of("Ymid") {
-                        if !site.domains.iter().any(|d| d.ymid == ymid) {
-                            return missing();
-                        }
+                    if let Some(ymid) = ym.long_of("Ymid")
+                        && !site.domains.iter().any(|d| d.ymid == ymid)
+                    {
+                        return missing();
                     }
                 }
             }

@@ -80,11 +80,17 @@ pub struct RegSubject {
 }
 
 /// One province's registry.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Registry {
     pub subjects: Vec<RegSubject>,
     next_id: i64,
     next_number: u32,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Registry {
@@ -252,7 +258,7 @@ pub fn load_seed(path: &Path) -> Result<HashMap<String, Registry>, SeedError> {
     })?;
     let mut out: HashMap<String, Registry> = HashMap::new();
     for s in seed.subjects {
-        let reg = out.entry(s.province.clone()).or_insert_with(Registry::new);
+        let reg = out.entry(s.province.clone()).or_default();
         let mut last_n = 0;
         let websites = s
             .websites

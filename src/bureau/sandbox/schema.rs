@@ -258,12 +258,11 @@ fn check_facets(f: &Facets, text: &str) -> Result<(), String> {
             {
                 return Err("string length out of range".into());
             }
-            if let Some(p) = &f.pattern {
-                if p == "[0-9a-fA-F]{32}"
-                    && !(n == 32 && text.chars().all(|c| c.is_ascii_hexdigit()))
-                {
-                    return Err("does not match the pattern".into());
-                }
+            if let Some(p) = &f.pattern
+                && p == "[0-9a-fA-F]{32}"
+                && !(n == 32 && text.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err("does not match the pattern".into());
             }
         }
         _ => {}

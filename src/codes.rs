@@ -156,10 +156,10 @@ impl CodeTables {
                 }
                 Ok(Event::Empty(e)) => {
                     let name = e.local_name().into_inner().to_owned();
-                    if stack.len() == 5 {
-                        if let Some((_, entry)) = current.as_mut() {
-                            entry.fields.insert(name, String::new());
-                        }
+                    if stack.len() == 5
+                        && let Some((_, entry)) = current.as_mut()
+                    {
+                        entry.fields.insert(name, String::new());
                     }
                 }
                 Ok(Event::Text(t)) => {
@@ -177,10 +177,10 @@ impl CodeTables {
                         if let Some((_, entry)) = current.as_mut() {
                             entry.fields.insert(name, std::mem::take(&mut text));
                         }
-                    } else if stack.len() == 4 {
-                        if let Some((element, entry)) = current.take() {
-                            tables.entry(element).or_default().push(entry);
-                        }
+                    } else if stack.len() == 4
+                        && let Some((element, entry)) = current.take()
+                    {
+                        tables.entry(element).or_default().push(entry);
                     }
                     text.clear();
                 }

@@ -110,13 +110,13 @@ pub async fn export(
     state: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    if let Some(s) = state {
-        if !store::state::ALL.contains(&s) {
-            bail!(
-                "unknown state {s:?}; one of: {}",
-                store::state::ALL.join(", ")
-            );
-        }
+    if let Some(s) = state
+        && !store::state::ALL.contains(&s)
+    {
+        bail!(
+            "unknown state {s:?}; one of: {}",
+            store::state::ALL.join(", ")
+        );
     }
     let outcomes = store.export(id, state).await?;
     if id.is_some() && outcomes.is_empty() {

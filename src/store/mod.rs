@@ -213,16 +213,15 @@ impl Store {
         };
         let path = path.trim_start_matches("//");
         let file = path.split('?').next().unwrap_or(path);
-        if file != ":memory:" {
-            if let Some(dir) = Path::new(file).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Db(sqlx::Error::Configuration(
-                            format!("cannot create {}: {e}", dir.display()).into(),
-                        ))
-                    })?;
-                }
-            }
+        if file != ":memory:"
+            && let Some(dir) = Path::new(file).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Db(sqlx::Error::Configuration(
+                    format!("cannot create {}: {e}", dir.display()).into(),
+                ))
+            })?;
         }
         let options = SqliteConnectOptions::from_str(&format!("sqlite:{file}"))?
             .create_if_missing(true)

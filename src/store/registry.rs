@@ -435,6 +435,7 @@ async fn settle_filing(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one registry row, column by column
 async fn upsert_registry(
     tx: &mut Tx<'_>,
     province: &str,

@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::domain::Filing;
 
@@ -195,9 +194,18 @@ pub struct BureauRow {
     pub paused_reason: Option<String>,
 }
 
+/// Which database a store runs on. The SQL is shared (`$n` placeholders, portable syntax);
+/// where the two differ, the store branches on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 fn json_err(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> StoreError {
@@ -206,39 +214,57 @@ fn json_err(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> StoreE
 }
 
 impl Store {
-    /// Opens (creating when missing) the database and applies the embedded migrations.
+    /// Opens the database (`sqlite:PATH`, created when missing, WAL; or `postgres://…`) and
+    /// applies the embedded migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
-        let Some(path) = url.strip_prefix("sqlite:") else {
+        sqlx::any::install_default_drivers();
+        let (backend, connect_url) = if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            let file = path.split('?').next().unwrap_or(path);
+            if file != ":memory:"
+                && let Some(dir) = Path::new(file).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Db(sqlx::Error::Configuration(
+                        format!("cannot create {}: {e}", dir.display()).into(),
+                    ))
+                })?;
+            }
+            (Backend::Sqlite, format!("sqlite:{file}?mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
             return Err(StoreError::Url(url.to_owned()));
         };
-        let path = path.trim_start_matches("//");
-        let file = path.split('?').next().unwrap_or(path);
-        if file != ":memory:"
-            && let Some(dir) = Path::new(file).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Db(sqlx::Error::Configuration(
-                    format!("cannot create {}: {e}", dir.display()).into(),
-                ))
-            })?;
-        }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite:{file}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .connect_with(options)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 30000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connect_url)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     // ---- import ----
@@ -253,7 +279,7 @@ impl Store {
         };
         for f in filings {
             let doc = f.canonical_json();
-            let existing = sqlx::query("SELECT document, revision FROM filings WHERE id = ?")
+            let existing = sqlx::query("SELECT document, revision FROM filings WHERE id = $1")
                 .bind(&f.id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -270,7 +296,7 @@ impl Store {
             }
             sqlx::query(
                 "INSERT INTO filings (id, filing_type, province, state, document, reviewed_at, created_at, updated_at)
-                 VALUES (?, ?, ?, 'reviewed', ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, 'reviewed', $4, $5, $6, $7)",
             )
             .bind(&f.id)
             .bind(f.filing_type.as_str())
@@ -301,7 +327,7 @@ impl Store {
     /// Reviewed filings (oldest first), for intake.
     pub async fn reviewed(&self, limit: i64) -> Result<Vec<(String, String, String)>> {
         let rows = sqlx::query(
-            "SELECT id, reviewed_at, document FROM filings WHERE state = 'reviewed' ORDER BY reviewed_at LIMIT ?",
+            "SELECT id, reviewed_at, document FROM filings WHERE state = 'reviewed' ORDER BY reviewed_at LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -318,7 +344,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for (id, deadline) in items {
             let done = sqlx::query(
-                "UPDATE filings SET state = 'queued', deadline = ?, updated_at = ? WHERE id = ? AND state = 'reviewed'",
+                "UPDATE filings SET state = 'queued', deadline = $1, updated_at = $2 WHERE id = $3 AND state = 'reviewed'",
             )
             .bind(fmt_time(*deadline))
             .bind(&now)
@@ -327,7 +353,7 @@ impl Store {
             .await?;
             if done.rows_affected() == 1 {
                 let province: Option<String> =
-                    sqlx::query_scalar("SELECT province FROM filings WHERE id = ?")
+                    sqlx::query_scalar("SELECT province FROM filings WHERE id = $1")
                         .bind(id)
                         .fetch_optional(&mut *tx)
                         .await?;
@@ -352,8 +378,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let reasons_json = serde_json::to_string(reasons).map_err(json_err("reasons"))?;
         let done = sqlx::query(
-            "UPDATE filings SET state = 'needs_correction', reasons = ?, decided_at = NULL, updated_at = ?
-             WHERE id = ? AND state IN ('reviewed', 'queued')",
+            "UPDATE filings SET state = 'needs_correction', reasons = $1, decided_at = NULL, updated_at = $2
+             WHERE id = $3 AND state IN ('reviewed', 'queued')",
         )
         .bind(&reasons_json)
         .bind(&now)
@@ -379,12 +405,12 @@ impl Store {
     // ---- bureaus ----
 
     pub async fn bureau(&self, province: &str) -> Result<BureauRow> {
-        sqlx::query("INSERT INTO bureaus (province) VALUES (?) ON CONFLICT (province) DO NOTHING")
+        sqlx::query("INSERT INTO bureaus (province) VALUES ($1) ON CONFLICT (province) DO NOTHING")
             .bind(province)
             .execute(&self.pool)
             .await?;
         let row = sqlx::query(
-            "SELECT last_sequence, codes_received, paused_reason FROM bureaus WHERE province = ?",
+            "SELECT last_sequence, codes_received, paused_reason FROM bureaus WHERE province = $1",
         )
         .bind(province)
         .fetch_one(&self.pool)
@@ -399,7 +425,7 @@ impl Store {
     /// Reserves `n` provider ids for a bureau; returns the first. Ids are never reused.
     pub async fn allocate_provider_ids(&self, province: &str, n: i64) -> Result<i64> {
         let first: i64 = sqlx::query_scalar(
-            "UPDATE bureaus SET next_provider_id = next_provider_id + ? WHERE province = ? RETURNING next_provider_id - ?",
+            "UPDATE bureaus SET next_provider_id = next_provider_id + $1 WHERE province = $2 RETURNING next_provider_id - $3",
         )
         .bind(n)
         .bind(province)
@@ -412,7 +438,7 @@ impl Store {
     pub async fn pause_bureau(&self, province: &str, reason: &str) -> Result<()> {
         let now = fmt_time(now());
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE bureaus SET paused_reason = ?, paused_at = ? WHERE province = ?")
+        sqlx::query("UPDATE bureaus SET paused_reason = $1, paused_at = $2 WHERE province = $3")
             .bind(reason)
             .bind(&now)
             .bind(province)
@@ -433,10 +459,12 @@ impl Store {
 
     pub async fn resume_bureau(&self, province: &str, actor: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE bureaus SET paused_reason = NULL, paused_at = NULL WHERE province = ?")
-            .bind(province)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE bureaus SET paused_reason = NULL, paused_at = NULL WHERE province = $1",
+        )
+        .bind(province)
+        .execute(&mut *tx)
+        .await?;
         insert_event(
             &mut tx,
             None,
@@ -498,8 +526,8 @@ impl Store {
     /// Queued filings of a province, earliest deadline first.
     pub async fn queued(&self, province: &str, limit: i64) -> Result<Vec<QueuedFiling>> {
         let rows = sqlx::query(
-            "SELECT document, revision, attempts FROM filings WHERE state = 'queued' AND province = ?
-             ORDER BY deadline, id LIMIT ?",
+            "SELECT document, revision, attempts FROM filings WHERE state = 'queued' AND province = $1
+             ORDER BY deadline, id LIMIT $2",
         )
         .bind(province)
         .bind(limit)
@@ -523,7 +551,7 @@ impl Store {
     /// change or cancellation of the same record waits (bureau-protocol.md 5.1).
     pub async fn open_keys(&self, province: &str) -> Result<Vec<(i64, i64)>> {
         let rows = sqlx::query(
-            "SELECT czlx, jlid FROM attempt_records WHERE province = ? AND czlx IN (4, 5, 6, 7) AND status IN ('open', 'awaiting_sms')",
+            "SELECT czlx, jlid FROM attempt_records WHERE province = $1 AND czlx IN (4, 5, 6, 7) AND status IN ('open', 'awaiting_sms')",
         )
         .bind(province)
         .fetch_all(&self.pool)
@@ -543,7 +571,7 @@ impl Store {
         let now = fmt_time(now());
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(
-            "UPDATE bureaus SET last_sequence = ? WHERE province = ? AND last_sequence = ?",
+            "UPDATE bureaus SET last_sequence = $1 WHERE province = $2 AND last_sequence = $3",
         )
         .bind(file.data_sequence)
         .bind(province)
@@ -552,7 +580,7 @@ impl Store {
         .await?;
         if moved.rows_affected() != 1 || file.data_sequence != expected_last + 1 {
             let found: i64 =
-                sqlx::query_scalar("SELECT last_sequence FROM bureaus WHERE province = ?")
+                sqlx::query_scalar("SELECT last_sequence FROM bureaus WHERE province = $1")
                     .bind(province)
                     .fetch_one(&mut *tx)
                     .await?;
@@ -564,7 +592,7 @@ impl Store {
         }
         let upload_id: i64 = sqlx::query_scalar(
             "INSERT INTO upload_files (province, data_sequence, file_name, zip, record_count, status, created_at)
-             VALUES (?, ?, ?, ?, ?, 'pending', ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING id",
         )
         .bind(province)
         .bind(file.data_sequence)
@@ -576,8 +604,8 @@ impl Store {
         .await?;
         for a in attempts {
             let claimed = sqlx::query(
-                "UPDATE filings SET state = 'submitting', attempts = ?, updated_at = ?
-                 WHERE id = ? AND state = 'queued' AND revision = ?",
+                "UPDATE filings SET state = 'submitting', attempts = $1, updated_at = $2
+                 WHERE id = $3 AND state = 'queued' AND revision = $4",
             )
             .bind(a.attempt_no)
             .bind(&now)
@@ -595,7 +623,7 @@ impl Store {
             }
             let attempt_id: i64 = sqlx::query_scalar(
                 "INSERT INTO attempts (filing_id, attempt_no, province, ids, upload_id, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(&a.filing_id)
             .bind(a.attempt_no)
@@ -605,12 +633,12 @@ impl Store {
             .bind(&now)
             .fetch_one(&mut *tx)
             .await?;
-            sqlx::query("UPDATE filings SET current_attempt = ?, reasons = '[]' WHERE id = ?")
+            sqlx::query("UPDATE filings SET current_attempt = $1, reasons = '[]' WHERE id = $2")
                 .bind(attempt_id)
                 .bind(&a.filing_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO upload_file_filings (upload_id, filing_id, attempt_id) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO upload_file_filings (upload_id, filing_id, attempt_id) VALUES ($1, $2, $3)")
                 .bind(upload_id)
                 .bind(&a.filing_id)
                 .bind(attempt_id)
@@ -618,7 +646,7 @@ impl Store {
                 .await?;
             for (czlx, jlid, part) in &a.records {
                 sqlx::query(
-                    "INSERT INTO attempt_records (attempt_id, filing_id, province, czlx, jlid, part) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO attempt_records (attempt_id, filing_id, province, czlx, jlid, part) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(attempt_id)
                 .bind(&a.filing_id)
@@ -630,7 +658,7 @@ impl Store {
                 .await?;
             }
             for (kind, value, part) in &a.id_keys {
-                sqlx::query("INSERT INTO attempt_ids (province, kind, value, attempt_id, part) VALUES (?, ?, ?, ?, ?)")
+                sqlx::query("INSERT INTO attempt_ids (province, kind, value, attempt_id, part) VALUES ($1, $2, $3, $4, $5)")
                     .bind(province)
                     .bind(kind)
                     .bind(value)
@@ -657,7 +685,7 @@ impl Store {
     pub async fn pending_upload(&self, province: &str) -> Result<Option<UploadFile>> {
         let row = sqlx::query(
             "SELECT id, province, data_sequence, file_name, zip, status FROM upload_files
-             WHERE province = ? AND status = 'pending' ORDER BY data_sequence LIMIT 1",
+             WHERE province = $1 AND status = 'pending' ORDER BY data_sequence LIMIT 1",
         )
         .bind(province)
         .fetch_optional(&self.pool)
@@ -667,7 +695,7 @@ impl Store {
 
     pub async fn upload_by_sequence(&self, province: &str, seq: i64) -> Result<Option<UploadFile>> {
         let row = sqlx::query(
-            "SELECT id, province, data_sequence, file_name, zip, status FROM upload_files WHERE province = ? AND data_sequence = ?",
+            "SELECT id, province, data_sequence, file_name, zip, status FROM upload_files WHERE province = $1 AND data_sequence = $2",
         )
         .bind(province)
         .bind(seq)
@@ -678,7 +706,7 @@ impl Store {
 
     pub async fn filings_in_upload(&self, upload_id: i64) -> Result<usize> {
         let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM upload_file_filings WHERE upload_id = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM upload_file_filings WHERE upload_id = $1")
                 .bind(upload_id)
                 .fetch_one(&self.pool)
                 .await?;
@@ -686,7 +714,7 @@ impl Store {
     }
 
     pub async fn mark_sent(&self, upload_id: i64) -> Result<()> {
-        sqlx::query("UPDATE upload_files SET sent_at = COALESCE(sent_at, ?) WHERE id = ?")
+        sqlx::query("UPDATE upload_files SET sent_at = COALESCE(sent_at, $1) WHERE id = $2")
             .bind(fmt_time(now()))
             .bind(upload_id)
             .execute(&self.pool)
@@ -698,27 +726,28 @@ impl Store {
     pub async fn mark_arrived(&self, upload_id: i64, how: &str) -> Result<()> {
         let now = fmt_time(now());
         let mut tx = self.pool.begin().await?;
-        let file =
-            sqlx::query("SELECT province, data_sequence, file_name FROM upload_files WHERE id = ?")
-                .bind(upload_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let file = sqlx::query(
+            "SELECT province, data_sequence, file_name FROM upload_files WHERE id = $1",
+        )
+        .bind(upload_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let province: String = file.get(0);
         let seq: i64 = file.get(1);
-        sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = ? WHERE id = ? AND status = 'pending'")
+        sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = $1 WHERE id = $2 AND status = 'pending'")
             .bind(&now)
             .bind(upload_id)
             .execute(&mut *tx)
             .await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT f.id FROM filings f JOIN upload_file_filings u ON u.filing_id = f.id AND u.attempt_id = f.current_attempt
-             WHERE u.upload_id = ? AND f.state = 'submitting'",
+             WHERE u.upload_id = $1 AND f.state = 'submitting'",
         )
         .bind(upload_id)
         .fetch_all(&mut *tx)
         .await?;
         for id in &ids {
-            sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = ?, updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $2 WHERE id = $3")
                 .bind(&now)
                 .bind(&now)
                 .bind(id)
@@ -743,7 +772,7 @@ impl Store {
     /// Whether a downloaded file was already applied (a re-served file changes nothing).
     pub async fn download_applied(&self, province: &str, file_name: &str) -> Result<bool> {
         let applied: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT applied_at FROM download_files WHERE province = ? AND file_name = ?",
+            "SELECT applied_at FROM download_files WHERE province = $1 AND file_name = $2",
         )
         .bind(province)
         .bind(file_name)
@@ -753,19 +782,21 @@ impl Store {
     }
 
     pub async fn mark_acked(&self, province: &str, file_name: &str) -> Result<()> {
-        sqlx::query("UPDATE download_files SET acked_at = ? WHERE province = ? AND file_name = ?")
-            .bind(fmt_time(now()))
-            .bind(province)
-            .bind(file_name)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE download_files SET acked_at = $1 WHERE province = $2 AND file_name = $3",
+        )
+        .bind(fmt_time(now()))
+        .bind(province)
+        .bind(file_name)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Code tables of a bureau: the bundled default merged with every JCDM it sent, in order.
     pub async fn code_tables(&self, province: &str) -> Result<Vec<String>> {
         let docs: Vec<String> =
-            sqlx::query_scalar("SELECT jcdm FROM code_tables WHERE province = ? ORDER BY id")
+            sqlx::query_scalar("SELECT jcdm FROM code_tables WHERE province = $1 ORDER BY id")
                 .bind(province)
                 .fetch_all(&self.pool)
                 .await?;
@@ -781,7 +812,7 @@ impl Store {
              FROM filings f
              LEFT JOIN attempts a ON a.id = f.current_attempt
              LEFT JOIN upload_files u ON u.id = a.upload_id
-             WHERE (?1 IS NULL OR f.id = ?1) AND (?2 IS NULL OR f.state = ?2)
+             WHERE ($1 IS NULL OR f.id = $1) AND ($2 IS NULL OR f.state = $2)
              ORDER BY f.id",
         )
         .bind(id)
@@ -835,7 +866,7 @@ impl Store {
     /// Events of a filing in order (kind, at, actor, detail).
     pub async fn events(&self, filing_id: &str) -> Result<Vec<(String, String, String, String)>> {
         let rows = sqlx::query(
-            "SELECT kind, at, actor, detail FROM events WHERE filing_id = ? ORDER BY id",
+            "SELECT kind, at, actor, detail FROM events WHERE filing_id = $1 ORDER BY id",
         )
         .bind(filing_id)
         .fetch_all(&self.pool)
@@ -847,7 +878,7 @@ impl Store {
     }
 }
 
-fn upload_from_row(r: sqlx::sqlite::SqliteRow) -> UploadFile {
+fn upload_from_row(r: sqlx::any::AnyRow) -> UploadFile {
     UploadFile {
         id: r.get(0),
         province: r.get(1),
@@ -859,14 +890,14 @@ fn upload_from_row(r: sqlx::sqlite::SqliteRow) -> UploadFile {
 }
 
 pub(crate) async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     filing: Option<&str>,
     province: Option<&str>,
     kind: &str,
     actor: &str,
     detail: serde_json::Value,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO events (filing_id, province, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO events (filing_id, province, at, kind, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(filing)
         .bind(province)
         .bind(fmt_time(now()))

@@ -152,7 +152,7 @@ impl Store {
         let now_s = fmt_time(now());
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO download_files (province, file_name, kind, content, received_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO download_files (province, file_name, kind, content, received_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (province, file_name) DO NOTHING",
         )
         .bind(province)
@@ -163,7 +163,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(
-            "SELECT id, applied_at FROM download_files WHERE province = ? AND file_name = ?",
+            "SELECT id, applied_at FROM download_files WHERE province = $1 AND file_name = $2",
         )
         .bind(province)
         .bind(file_name)
@@ -187,7 +187,7 @@ impl Store {
                 }
                 DownloadContent::Codes(xml) => {
                     sqlx::query(
-                        "INSERT INTO code_tables (province, jcdm, received_at) VALUES (?, ?, ?)",
+                        "INSERT INTO code_tables (province, jcdm, received_at) VALUES ($1, $2, $3)",
                     )
                     .bind(province)
                     .bind(xml)
@@ -195,12 +195,12 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                     sqlx::query(
-                    "INSERT INTO bureaus (province) VALUES (?) ON CONFLICT (province) DO NOTHING",
+                    "INSERT INTO bureaus (province) VALUES ($1) ON CONFLICT (province) DO NOTHING",
                 )
                 .bind(province)
                 .execute(&mut *tx)
                 .await?;
-                    sqlx::query("UPDATE bureaus SET codes_received = 1 WHERE province = ?")
+                    sqlx::query("UPDATE bureaus SET codes_received = 1 WHERE province = $1")
                         .bind(province)
                         .execute(&mut *tx)
                         .await?;
@@ -217,7 +217,7 @@ impl Store {
                 DownloadContent::Other => {}
             }
         }
-        sqlx::query("UPDATE download_files SET applied_at = ? WHERE id = ?")
+        sqlx::query("UPDATE download_files SET applied_at = $1 WHERE id = $2")
             .bind(&now_s)
             .bind(download_id)
             .execute(&mut *tx)
@@ -234,7 +234,7 @@ impl Store {
     ) -> Result<Option<RegistryEntry>> {
         let row = sqlx::query(
             "SELECT kind, province_id, isp_id, parent_id, data FROM registry
-             WHERE province = ? AND record_number = ? AND cancelled_at IS NULL ORDER BY updated_at DESC LIMIT 1",
+             WHERE province = $1 AND record_number = $2 AND cancelled_at IS NULL ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(province)
         .bind(record_number)
@@ -260,7 +260,7 @@ impl Store {
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 async fn apply_results(
     tx: &mut Tx<'_>,
@@ -275,7 +275,7 @@ async fn apply_results(
             sqlx::query(
                 "SELECT r.id, r.filing_id, r.attempt_id FROM attempt_records r
                  JOIN attempts a ON a.id = r.attempt_id JOIN upload_files u ON u.id = a.upload_id
-                 WHERE u.province = ? AND u.file_name = ? AND r.status IN ('open', 'awaiting_sms')",
+                 WHERE u.province = $1 AND u.file_name = $2 AND r.status IN ('open', 'awaiting_sms')",
             )
             .bind(province)
             .bind(name)
@@ -287,7 +287,7 @@ async fn apply_results(
         } else {
             sqlx::query(
                 "SELECT id, filing_id, attempt_id FROM attempt_records
-                 WHERE province = ? AND czlx = ? AND jlid = ? AND status IN ('open', 'awaiting_sms') ORDER BY id LIMIT 1",
+                 WHERE province = $1 AND czlx = $2 AND jlid = $3 AND status IN ('open', 'awaiting_sms') ORDER BY id LIMIT 1",
             )
             .bind(province)
             .bind(pair.czlx)
@@ -301,7 +301,7 @@ async fn apply_results(
         let first_filing = record_ids.first().map(|(_, f, _)| f.clone());
         sqlx::query(
             "INSERT INTO results (download_file_id, pair_index, province, czlx, jlid, codes, shyj, shsj, filing_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(download_id)
         .bind(index as i64)
@@ -345,7 +345,7 @@ async fn apply_results(
         let reasons_json = serde_json::to_string(&reasons).map_err(json_err("reasons"))?;
         for (record_id, filing_id, attempt_id) in &record_ids {
             sqlx::query(
-                "UPDATE attempt_records SET status = ?, codes = ?, decided_at = ? WHERE id = ?",
+                "UPDATE attempt_records SET status = $1, codes = $2, decided_at = $3 WHERE id = $4",
             )
             .bind(pair.verdict.status())
             .bind(&reasons_json)
@@ -370,7 +370,7 @@ async fn settle_filing(
     decided_at: &str,
 ) -> Result<()> {
     let current: Option<(Option<i64>, String)> =
-        sqlx::query("SELECT current_attempt, state FROM filings WHERE id = ?")
+        sqlx::query("SELECT current_attempt, state FROM filings WHERE id = $1")
             .bind(filing_id)
             .fetch_optional(&mut **tx)
             .await?
@@ -382,7 +382,7 @@ async fn settle_filing(
         return Ok(());
     }
     let records: Vec<(String, String)> =
-        sqlx::query("SELECT status, codes FROM attempt_records WHERE attempt_id = ? ORDER BY id")
+        sqlx::query("SELECT status, codes FROM attempt_records WHERE attempt_id = $1 ORDER BY id")
             .bind(attempt_id)
             .fetch_all(&mut **tx)
             .await?
@@ -412,7 +412,7 @@ async fn settle_filing(
     }
     let terminal = super::state::is_terminal(new_state);
     sqlx::query(
-        "UPDATE filings SET state = ?, reasons = ?, decided_at = CASE WHEN ? THEN ? ELSE decided_at END, updated_at = ? WHERE id = ?",
+        "UPDATE filings SET state = $1, reasons = $2, decided_at = CASE WHEN $3 THEN $4 ELSE decided_at END, updated_at = $5 WHERE id = $6",
     )
     .bind(new_state)
     .bind(serde_json::to_string(&reasons).map_err(json_err("reasons"))?)
@@ -448,7 +448,7 @@ async fn upsert_registry(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO registry (province, kind, province_id, record_number, isp_id, parent_id, data, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (province, kind, province_id) DO UPDATE SET
            record_number = COALESCE(excluded.record_number, registry.record_number),
            isp_id = COALESCE(excluded.isp_id, registry.isp_id),
@@ -481,7 +481,7 @@ async fn match_id(
     let rows = sqlx::query(
         "SELECT a.id, a.filing_id, i.part FROM attempt_ids i JOIN attempts a ON a.id = i.attempt_id
          JOIN filings f ON f.id = a.filing_id AND f.current_attempt = a.id
-         WHERE i.province = ? AND i.kind = ? AND i.value = ?
+         WHERE i.province = $1 AND i.kind = $2 AND i.value = $3
            AND f.state IN ('submitted', 'awaiting_sms', 'approved')
            AND f.filing_type NOT IN ('CANCEL_ACCESS', 'CANCEL_SITE', 'CANCEL_SUBJECT')",
     )
@@ -574,7 +574,7 @@ async fn apply_published(
         filings.dedup();
         for (filing, _) in filings {
             if let Some(number) = &s.record_number {
-                sqlx::query("UPDATE filings SET subject_record_number = ? WHERE id = ?")
+                sqlx::query("UPDATE filings SET subject_record_number = $1 WHERE id = $2")
                     .bind(number)
                     .bind(&filing)
                     .execute(&mut **tx)
@@ -601,7 +601,7 @@ async fn write_site_number(
     w: &PubWebsite,
     number: &str,
 ) -> Result<()> {
-    let row = sqlx::query("SELECT site_numbers, document FROM filings WHERE id = ?")
+    let row = sqlx::query("SELECT site_numbers, document FROM filings WHERE id = $1")
         .bind(filing)
         .fetch_one(&mut **tx)
         .await?;
@@ -629,7 +629,7 @@ async fn write_site_number(
         domain,
         number: number.to_owned(),
     });
-    sqlx::query("UPDATE filings SET site_numbers = ? WHERE id = ?")
+    sqlx::query("UPDATE filings SET site_numbers = $1 WHERE id = $2")
         .bind(serde_json::to_string(&numbers).map_err(json_err("site_numbers"))?)
         .bind(filing)
         .execute(&mut **tx)
@@ -644,7 +644,7 @@ async fn write_app_number(
     app: &PubApp,
     number: &str,
 ) -> Result<()> {
-    let row = sqlx::query("SELECT app_numbers, document FROM filings WHERE id = ?")
+    let row = sqlx::query("SELECT app_numbers, document FROM filings WHERE id = $1")
         .bind(filing)
         .fetch_one(&mut **tx)
         .await?;
@@ -671,7 +671,7 @@ async fn write_app_number(
         package_name,
         number: number.to_owned(),
     });
-    sqlx::query("UPDATE filings SET app_numbers = ? WHERE id = ?")
+    sqlx::query("UPDATE filings SET app_numbers = $1 WHERE id = $2")
         .bind(serde_json::to_string(&numbers).map_err(json_err("app_numbers"))?)
         .bind(filing)
         .execute(&mut **tx)
@@ -683,7 +683,7 @@ async fn apply_cancellations(tx: &mut Tx<'_>, province: &str, items: &[(i64, i64
     let now_s = fmt_time(now());
     for (zxlb, jlid) in items {
         let kind = if *zxlb == 0 { "subject" } else { "website" };
-        sqlx::query("UPDATE registry SET cancelled_at = ? WHERE province = ? AND kind = ? AND province_id = ?")
+        sqlx::query("UPDATE registry SET cancelled_at = $1 WHERE province = $2 AND kind = $3 AND province_id = $4")
             .bind(&now_s)
             .bind(province)
             .bind(kind)
@@ -692,7 +692,7 @@ async fn apply_cancellations(tx: &mut Tx<'_>, province: &str, items: &[(i64, i64
             .await?;
         if *zxlb == 0 {
             // A cancelled subject takes its websites and apps with it.
-            sqlx::query("UPDATE registry SET cancelled_at = ? WHERE province = ? AND parent_id = ? AND cancelled_at IS NULL")
+            sqlx::query("UPDATE registry SET cancelled_at = $1 WHERE province = $2 AND parent_id = $3 AND cancelled_at IS NULL")
                 .bind(&now_s)
                 .bind(province)
                 .bind(jlid)
@@ -701,7 +701,7 @@ async fn apply_cancellations(tx: &mut Tx<'_>, province: &str, items: &[(i64, i64
         }
         let czlx = if *zxlb == 0 { 6 } else { 7 };
         let filing: Option<String> = sqlx::query_scalar(
-            "SELECT filing_id FROM attempt_records WHERE province = ? AND czlx = ? AND jlid = ? ORDER BY id DESC LIMIT 1",
+            "SELECT filing_id FROM attempt_records WHERE province = $1 AND czlx = $2 AND jlid = $3 ORDER BY id DESC LIMIT 1",
         )
         .bind(province)
         .bind(czlx)

@@ -40,9 +40,46 @@ pub fn test_settings(db: &std::path::Path) -> Settings {
     s
 }
 
+/// A fresh database for one test: a SQLite file in `dir`, or — when `BEIAN_TEST_POSTGRES` names
+/// a server (e.g. `postgres://postgres@127.0.0.1:5432/test`) — a new PostgreSQL database on it.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match std::env::var("BEIAN_TEST_POSTGRES") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            use sqlx::Executor;
+            sqlx::any::install_default_drivers();
+            let name = format!("beian_test_{}_{}", std::process::id(), uuid_like());
+            let admin = sqlx::AnyPool::connect(&admin_url)
+                .await
+                .expect("PostgreSQL answers");
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .expect("create test database");
+            admin.close().await;
+            let base = admin_url
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .unwrap_or(&admin_url);
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite:{}", dir.join("gateway.db").display()),
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{nanos}_{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
 pub async fn start(mutate: impl FnOnce(&mut Settings)) -> TestEnv {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(&dir.path().join("gateway.db"));
+    settings.database.url = fresh_database_url(dir.path()).await;
     mutate(&mut settings);
     let sandbox = commands::start_sandbox_for(&mut settings)
         .await

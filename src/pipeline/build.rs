@@ -373,38 +373,65 @@ impl Gateway {
         if chosen.is_empty() {
             return Ok(None);
         }
-        let build_records: Vec<BuildRecord<'_>> = chosen
-            .iter()
-            .map(|c| BuildRecord {
-                filing: &c.q.filing,
-                ids: &c.ids,
-                attachments: &c.prepared,
-            })
-            .collect();
-        let xml = upload::build_upload_xml(&build_records, &codes, &opts).map_err(|errors| {
-            PipelineError::Bureau {
+        // Build; when the data file is over the size limit, leave the last filings for the
+        // next file (they stay queued), or refuse a single filing that is too large alone.
+        let gbk = loop {
+            let build_records: Vec<BuildRecord<'_>> = chosen
+                .iter()
+                .map(|c| BuildRecord {
+                    filing: &c.q.filing,
+                    ids: &c.ids,
+                    attachments: &c.prepared,
+                })
+                .collect();
+            let xml =
+                upload::build_upload_xml(&build_records, &codes, &opts).map_err(|errors| {
+                    PipelineError::Bureau {
+                        province: province.to_owned(),
+                        message: format!(
+                            "a batch of filings that each build alone failed to build together: {}",
+                            errors
+                                .iter()
+                                .map(|e| e.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    }
+                })?;
+            let gbk = package::encode_gbk(&xml).map_err(|e| PipelineError::Bureau {
                 province: province.to_owned(),
-                message: format!(
-                    "a batch of filings that each build alone failed to build together: {}",
-                    errors
-                        .iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
+                message: format!("data file is not GBK after the per-filing check: {e}"),
+            })?;
+            if gbk.len() <= max_bytes {
+                break gbk;
             }
-        })?;
-        let gbk = package::encode_gbk(&xml).map_err(|e| PipelineError::Bureau {
-            province: province.to_owned(),
-            message: format!("data file is not GBK after the per-filing check: {e}"),
-        })?;
-        if gbk.len() > max_bytes {
-            warn!(
-                province,
-                bytes = gbk.len(),
-                "data file over the size limit; sending fewer filings"
-            );
-        }
+            if chosen.len() > 1 {
+                warn!(
+                    province,
+                    bytes = gbk.len(),
+                    "data file over the size limit; leaving the last filing for the next file"
+                );
+                if let Some(c) = chosen.pop() {
+                    records -= upload::record_count(&c.q.filing);
+                }
+                continue;
+            }
+            if let Some(c) = chosen.pop() {
+                let reason = preflight_reason(
+                    "DATAFILE_TOO_LARGE",
+                    "attachments",
+                    format!(
+                        "the filing alone makes a {} byte data file; the limit is {max_bytes}",
+                        gbk.len()
+                    ),
+                );
+                self.store
+                    .needs_correction(&c.q.filing.id, &[reason])
+                    .await?;
+                report.needs_correction += 1;
+            }
+            return Ok(None);
+        };
         let seq = bureau.last_sequence + 1;
         let file_name = format!("{}U{:010}.xml", endpoint.isp_id, seq);
         let zip = package::zip_one(&file_name, &gbk).map_err(|e| PipelineError::Bureau {

@@ -257,6 +257,28 @@ impl SandboxHandle {
     }
 }
 
+/// What the sandbox reads from an upload, through its own code path (unpack → GBK → its own
+/// schema check and parser): each record as `(Czlx, Jlid)`, the pair its result will carry.
+/// For contract tests that compare what the gateway expects with what a bureau sees.
+pub fn inspect_upload(
+    beian_info: &str,
+    beian_info_hash: &str,
+    key: Option<&AesKey>,
+    isp_id: i64,
+    app_extension: bool,
+) -> Result<Vec<(i64, i64)>, String> {
+    let (_, gbk) = crate::package::unpack(beian_info, beian_info_hash, key, 64 * 1024 * 1024)
+        .map_err(|e| e.to_string())?;
+    let outline = if app_extension {
+        schema::UPLOAD_EXT_OUTLINE
+    } else {
+        schema::UPLOAD_OUTLINE
+    };
+    let schema = schema::Schema::parse(outline).map_err(|e| e.to_string())?;
+    let units = upload::read_upload(&gbk, isp_id, &schema).map_err(|f| format!("{f:?}"))?;
+    Ok(units.iter().map(|u| (u.czlx, u.jlid)).collect())
+}
+
 /// Starts the sandbox bureau on `listener`.
 pub async fn start(
     listener: TcpListener,

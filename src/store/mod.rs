@@ -16,6 +16,7 @@ use sqlx::{Row, SqlitePool};
 
 use crate::domain::Filing;
 
+pub mod deadlines;
 pub mod registry;
 
 #[derive(Debug, thiserror::Error)]

@@ -150,7 +150,9 @@ impl Calendar {
             if let Some(prev) = self.overrides.insert(date, working)
                 && prev != working
             {
-                return Err(err(format!("{what}: {date} is both a holiday and a workday")));
+                return Err(err(format!(
+                    "{what}: {date} is both a holiday and a workday"
+                )));
             }
             Ok(())
         };
@@ -158,7 +160,10 @@ impl Calendar {
             let from = parse_date(file, &h.name, &h.from)?;
             let to = parse_date(file, &h.name, &h.to)?;
             if to < from || (to - from).num_days() > 31 {
-                return Err(err(format!("{}: {from}..{to} is not a holiday range", h.name)));
+                return Err(err(format!(
+                    "{}: {from}..{to} is not a holiday range",
+                    h.name
+                )));
             }
             let mut d = from;
             while d <= to {
@@ -375,10 +380,7 @@ mod tests {
     fn coverage_names_the_first_day_without_a_notice() {
         let c = official();
         assert_eq!(c.first_uncovered(d(2026, 3, 1), 30), None);
-        assert_eq!(
-            c.first_uncovered(d(2026, 12, 15), 30),
-            Some(d(2027, 1, 1))
-        );
+        assert_eq!(c.first_uncovered(d(2026, 12, 15), 30), Some(d(2027, 1, 1)));
         assert_eq!(
             Calendar::weekdays_only().first_uncovered(d(2026, 3, 1), 30),
             Some(d(2026, 3, 1))

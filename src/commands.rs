@@ -248,7 +248,11 @@ pub async fn run(
 ) -> anyhow::Result<CycleReport> {
     let calendar = load_calendar(&settings);
     calendar_covered(&calendar, &settings, store::now().date_naive());
-    let gateway = Arc::new(Gateway::new(store.clone(), settings.clone(), calendar.clone()));
+    let gateway = Arc::new(Gateway::new(
+        store.clone(),
+        settings.clone(),
+        calendar.clone(),
+    ));
     let (submit_cron, poll_cron) = if opts.fast {
         ("*/1 * * * * *".to_owned(), "*/1 * * * * *".to_owned())
     } else {
@@ -358,7 +362,11 @@ pub fn load_calendar(settings: &Settings) -> Calendar {
 
 /// The coverage alarm: false (and an error-level log) when the calendar does not cover the
 /// next `calendar.coverage_days` days from `today`.
-pub fn calendar_covered(calendar: &Calendar, settings: &Settings, today: chrono::NaiveDate) -> bool {
+pub fn calendar_covered(
+    calendar: &Calendar,
+    settings: &Settings,
+    today: chrono::NaiveDate,
+) -> bool {
     let days = settings.calendar.coverage_days;
     match calendar.first_uncovered(today, days) {
         None => true,
@@ -379,7 +387,10 @@ pub fn calendar_covered(calendar: &Calendar, settings: &Settings, today: chrono:
 async fn due_filings(
     store: &Store,
     settings: &Settings,
-) -> anyhow::Result<(Vec<store::deadlines::DueFiling>, Vec<store::deadlines::DueFiling>)> {
+) -> anyhow::Result<(
+    Vec<store::deadlines::DueFiling>,
+    Vec<store::deadlines::DueFiling>,
+)> {
     let now = store::now();
     let until = now + chrono::Duration::minutes(settings.calendar.at_risk_minutes);
     Ok((store.at_risk(now, until).await?, store.overdue(now).await?))

@@ -311,7 +311,8 @@ impl Settings {
 
     /// Requests per minute a bureau allows (provinces.toml; 60 for an unknown code).
     pub fn requests_per_minute(&self, province: &str) -> u32 {
-        self.province(province).map_or(60, |p| p.requests_per_minute)
+        self.province(province)
+            .map_or(60, |p| p.requests_per_minute)
     }
 
     pub fn request_timeout(&self) -> Duration {

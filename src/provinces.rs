@@ -122,7 +122,9 @@ impl Provinces {
         let mut by_code = BTreeMap::new();
         for p in raw.province {
             let code = p.code.trim().to_owned();
-            if code.len() != 6 || !code.ends_with("0000") || !code.bytes().all(|b| b.is_ascii_digit())
+            if code.len() != 6
+                || !code.ends_with("0000")
+                || !code.bytes().all(|b| b.is_ascii_digit())
             {
                 return Err(invalid(format!(
                     "province code {code:?} is not a GB/T 2260 province code (NN0000)"
@@ -142,15 +144,19 @@ impl Provinces {
             let business_hours = p
                 .business_hours
                 .as_deref()
-                .map(|h| parse_hours(h).ok_or_else(|| {
-                    invalid(format!(
-                        "province {code}: business_hours {h:?} is not \"HH:MM-HH:MM\""
-                    ))
-                }))
+                .map(|h| {
+                    parse_hours(h).ok_or_else(|| {
+                        invalid(format!(
+                            "province {code}: business_hours {h:?} is not \"HH:MM-HH:MM\""
+                        ))
+                    })
+                })
                 .transpose()?;
             for rule in &p.rules {
                 if let ProvinceRule::ServerLocations { locations } = rule
-                    && locations.iter().any(|l| l.len() != 6 || !l.ends_with("0000"))
+                    && locations
+                        .iter()
+                        .any(|l| l.len() != 6 || !l.ends_with("0000"))
                 {
                     return Err(invalid(format!(
                         "province {code}: server_locations must be province codes (NN0000)"
@@ -251,9 +257,7 @@ kind = "require_verification_form"
         assert!(hb.accepts_at(NaiveTime::from_hms_opt(10, 0, 0).unwrap()));
         assert!(!hb.accepts_at(NaiveTime::from_hms_opt(18, 0, 0).unwrap()));
         assert!(Provinces::parse("t", &text.replace("130000", "130100")).is_err());
-        assert!(
-            Provinces::parse("t", &text.replace("require_verification_form", "fly")).is_err()
-        );
+        assert!(Provinces::parse("t", &text.replace("require_verification_form", "fly")).is_err());
         assert!(Provinces::parse("t", &text.replace("09:00-17:00", "9-5")).is_err());
     }
 }

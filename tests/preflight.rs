@@ -13,8 +13,7 @@ async fn every_rule_stops_its_filing_before_the_bureau() {
     let env = common::start(|_| {}).await;
     let dir = common::fixtures().join("preflight");
     let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let expected = expected.as_object().unwrap();
     let files: Vec<_> = expected
         .keys()

@@ -27,10 +27,9 @@ async fn every_type_in_five_provinces_reaches_its_outcome() {
         .await
         .unwrap();
     assert_eq!(failed, 0);
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("expected-outcomes.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected-outcomes.json")).unwrap())
+            .unwrap();
     let expected = expected.as_object().unwrap();
     assert_eq!(new, expected.len());
     let report = env.settle(Duration::from_secs(120)).await;
@@ -53,7 +52,10 @@ async fn every_type_in_five_provinces_reaches_its_outcome() {
                 .subject_record_number
                 .as_deref()
                 .unwrap_or_else(|| panic!("{id} has a subject number"));
-            assert!(n.starts_with(&format!("{}ICP备", abbrev(&province))), "{id}: {n}");
+            assert!(
+                n.starts_with(&format!("{}ICP备", abbrev(&province))),
+                "{id}: {n}"
+            );
         }
         let want_sites: Vec<&str> = want["sites"]
             .as_array()

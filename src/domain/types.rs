@@ -225,7 +225,9 @@ pub struct RecordNumber {
 impl RecordNumber {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("{s:?} is not a record number (京ICP备2026001234号, …号-1, …号-1A, 京ICP证123456号)")
+            format!(
+                "{s:?} is not a record number (京ICP备2026001234号, …号-1, …号-1A, 京ICP证123456号)"
+            )
         };
         let t = s.trim();
         let mut chars = t.chars();
@@ -252,11 +254,7 @@ impl RecordNumber {
                     Some(n) => (n, true),
                     None => (n, false),
                 };
-                let n: u32 = n
-                    .parse()
-                    .ok()
-                    .filter(|n: &u32| *n >= 1)
-                    .ok_or_else(bad)?;
+                let n: u32 = n.parse().ok().filter(|n: &u32| *n >= 1).ok_or_else(bad)?;
                 if app {
                     RecordKind::App(n)
                 } else {
@@ -360,7 +358,10 @@ mod tests {
     fn resident_id_check_date_and_case() {
         // 11010519491231002X: the example of GB 11643-1999.
         let id = ResidentId::parse("11010519491231002X").unwrap();
-        assert_eq!(id.birth_date(), NaiveDate::from_ymd_opt(1949, 12, 31).unwrap());
+        assert_eq!(
+            id.birth_date(),
+            NaiveDate::from_ymd_opt(1949, 12, 31).unwrap()
+        );
         assert_eq!(
             ResidentId::parse("11010519491231002x"),
             Err(ResidentIdError::LowercaseX)
@@ -373,7 +374,10 @@ mod tests {
             ResidentId::parse("110105194902300021"),
             Err(ResidentIdError::Date(_))
         ));
-        assert_eq!(ResidentId::parse("1101051949"), Err(ResidentIdError::Format));
+        assert_eq!(
+            ResidentId::parse("1101051949"),
+            Err(ResidentIdError::Format)
+        );
         let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
         assert_eq!(id.age_on(d(2026, 12, 30)), 76);
         assert_eq!(id.age_on(d(2026, 12, 31)), 77);
@@ -405,7 +409,14 @@ mod tests {
             RecordNumber::parse("京ICP证123456号").unwrap().kind(),
             RecordKind::Licence
         );
-        for bad in ["ICP备123号", "京ICP备号", "京ICP备12a号", "京ICP备123号-", "京ICP备123号-0", "京ICP备123"] {
+        for bad in [
+            "ICP备123号",
+            "京ICP备号",
+            "京ICP备12a号",
+            "京ICP备123号-",
+            "京ICP备123号-0",
+            "京ICP备123",
+        ] {
             assert!(RecordNumber::parse(bad).is_err(), "{bad}");
         }
     }

@@ -15,10 +15,10 @@ use crate::bureau::client::{BureauAccount, BureauClient, ClientConfig, ClientErr
 use crate::calendar::Calendar;
 use crate::codes::CodeTables;
 use crate::config::Settings;
-use crate::package::AesKey;
 use crate::datafile::Finding;
 use crate::datafile::upload::BuildOptions;
 use crate::domain::Filing;
+use crate::package::AesKey;
 use crate::preflight;
 use crate::store::{Reason, Store, StoreError};
 
@@ -265,6 +265,16 @@ impl Gateway {
                 };
             }
         };
+        // A bureau with business hours (provinces.toml) is only sent to within them.
+        let local = crate::store::now().time();
+        let provinces: Vec<String> = provinces
+            .into_iter()
+            .filter(|p| {
+                self.settings
+                    .province(p)
+                    .is_none_or(|b| b.accepts_at(local))
+            })
+            .collect();
         let results =
             futures_util::future::join_all(provinces.iter().map(|p| self.submit_province(p))).await;
         let mut report = CycleReport::default();

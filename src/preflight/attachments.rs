@@ -56,7 +56,14 @@ fn required_kinds(f: &Filing, out: &mut Vec<Finding>) {
     let code = codes::ATTACHMENT_REQUIRED;
     if new_subject(f) {
         if f.subject.nature != Some(Nature::Personal) {
-            require(f, AttachmentKind::License, Owner::Subject, code, "the unit's licence", out);
+            require(
+                f,
+                AttachmentKind::License,
+                Owner::Subject,
+                code,
+                "the unit's licence",
+                out,
+            );
         }
         for kind in [AttachmentKind::IdFront, AttachmentKind::IdBack] {
             require(f, kind, Owner::Subject, code, "the principal's ID", out);
@@ -88,7 +95,11 @@ fn files(f: &Filing, ctx: &Context<'_>, out: &mut Vec<Finding>) {
     for (j, a) in f.attachments.iter().enumerate() {
         let field = format!("attachments[{j}].path");
         let Some(path) = a.path.as_deref().map(str::trim).filter(|p| !p.is_empty()) else {
-            out.push(Finding::new(codes::ATTACHMENT_MISSING, field, "no file is named"));
+            out.push(Finding::new(
+                codes::ATTACHMENT_MISSING,
+                field,
+                "no file is named",
+            ));
             continue;
         };
         if std::path::Path::new(path)
@@ -135,8 +146,9 @@ mod tests {
     fn required_kinds_per_nature_and_principal() {
         let env = Env::new();
         let mut f = fixture("first.json");
-        f.attachments
-            .retain(|a| a.kind != Some(AttachmentKind::License) && a.kind != Some(AttachmentKind::IdBack));
+        f.attachments.retain(|a| {
+            a.kind != Some(AttachmentKind::License) && a.kind != Some(AttachmentKind::IdBack)
+        });
         let found = env.check(&f);
         let msgs: Vec<&str> = found
             .iter()
@@ -191,10 +203,29 @@ mod tests {
             ..env.ctx("110000")
         };
         let found = super::super::check(&f, &ctx);
-        assert!(has(&found, codes::ATTACHMENT_MISSING, "attachments[0].path"), "{found:?}");
-        assert!(has(&found, codes::ATTACHMENT_NOT_JPEG, "attachments[1].path"));
-        assert!(has(&found, codes::ATTACHMENT_TOO_LARGE, "attachments[2].path"));
-        assert!(has(&found, codes::ATTACHMENT_UNUSABLE, "attachments[3].path"));
-        assert!(has(&found, codes::ATTACHMENT_MISSING, "attachments[4].path"));
+        assert!(
+            has(&found, codes::ATTACHMENT_MISSING, "attachments[0].path"),
+            "{found:?}"
+        );
+        assert!(has(
+            &found,
+            codes::ATTACHMENT_NOT_JPEG,
+            "attachments[1].path"
+        ));
+        assert!(has(
+            &found,
+            codes::ATTACHMENT_TOO_LARGE,
+            "attachments[2].path"
+        ));
+        assert!(has(
+            &found,
+            codes::ATTACHMENT_UNUSABLE,
+            "attachments[3].path"
+        ));
+        assert!(has(
+            &found,
+            codes::ATTACHMENT_MISSING,
+            "attachments[4].path"
+        ));
     }
 }

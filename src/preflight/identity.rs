@@ -31,7 +31,14 @@ pub(super) fn check(f: &Filing, review_date: NaiveDate, out: &mut Vec<Finding>) 
             } else {
                 (16, codes::PRINCIPAL_UNDER_16)
             };
-            age(&id, min, code, review_date, "subject.principal.idNumber", out);
+            age(
+                &id,
+                min,
+                code,
+                review_date,
+                "subject.principal.idNumber",
+                out,
+            );
         }
     }
     let owners = f
@@ -68,7 +75,9 @@ pub(super) fn check(f: &Filing, review_date: NaiveDate, out: &mut Vec<Finding>) 
 fn uscc(n: &str, field: &str, out: &mut Vec<Finding>) {
     match Uscc::parse(n) {
         Ok(_) => {}
-        Err(e @ UsccError::Format) => out.push(Finding::new(codes::USCC_FORMAT, field, e.to_string())),
+        Err(e @ UsccError::Format) => {
+            out.push(Finding::new(codes::USCC_FORMAT, field, e.to_string()))
+        }
         Err(e @ UsccError::Check { .. }) => {
             out.push(Finding::new(codes::USCC_CHECK, field, e.to_string()))
         }
@@ -102,14 +111,7 @@ fn principal_id(p: &Principal, path: &str, out: &mut Vec<Finding>) -> Option<Res
     resident_id(n, &format!("{path}.idNumber"), out)
 }
 
-fn age(
-    id: &ResidentId,
-    min: i32,
-    code: &str,
-    on: NaiveDate,
-    field: &str,
-    out: &mut Vec<Finding>,
-) {
+fn age(id: &ResidentId, min: i32, code: &str, on: NaiveDate, field: &str, out: &mut Vec<Finding>) {
     let years = id.age_on(on);
     if years < min {
         // The age, not the birth date: findings are logged and shown, and carry no PII.
@@ -180,20 +182,44 @@ mod tests {
         let mut f = fixture("first.json");
         f.subject.principal.as_mut().unwrap().id_number = Some(rid("20100303"));
         let found = env.check(&f);
-        assert!(has(&found, codes::PRINCIPAL_UNDER_16, "subject.principal.idNumber"));
+        assert!(has(
+            &found,
+            codes::PRINCIPAL_UNDER_16,
+            "subject.principal.idNumber"
+        ));
         // 17 is old enough for a unit, not for a website (sameAsSubject).
         f.subject.principal.as_mut().unwrap().id_number = Some(rid("20090101"));
         let found = env.check(&f);
-        assert!(!has(&found, codes::PRINCIPAL_UNDER_16, "subject.principal.idNumber"));
-        assert!(has(&found, codes::PRINCIPAL_UNDER_18, "websites[0].principal.idNumber"));
+        assert!(!has(
+            &found,
+            codes::PRINCIPAL_UNDER_16,
+            "subject.principal.idNumber"
+        ));
+        assert!(has(
+            &found,
+            codes::PRINCIPAL_UNDER_18,
+            "websites[0].principal.idNumber"
+        ));
         // A personal filing's principal at 17.
         f.subject.nature = Some(Nature::Personal);
         let found = env.check(&f);
-        assert!(has(&found, codes::PRINCIPAL_UNDER_18, "subject.principal.idNumber"));
+        assert!(has(
+            &found,
+            codes::PRINCIPAL_UNDER_18,
+            "subject.principal.idNumber"
+        ));
         // The day before the 18th birthday and the day of it.
         f.subject.principal.as_mut().unwrap().id_number = Some(rid("20080303"));
-        assert!(has(&env.check(&f), codes::PRINCIPAL_UNDER_18, "subject.principal.idNumber"));
+        assert!(has(
+            &env.check(&f),
+            codes::PRINCIPAL_UNDER_18,
+            "subject.principal.idNumber"
+        ));
         f.subject.principal.as_mut().unwrap().id_number = Some(rid("20080302"));
-        assert!(!has(&env.check(&f), codes::PRINCIPAL_UNDER_18, "subject.principal.idNumber"));
+        assert!(!has(
+            &env.check(&f),
+            codes::PRINCIPAL_UNDER_18,
+            "subject.principal.idNumber"
+        ));
     }
 }

@@ -294,7 +294,11 @@ mod tests {
         let found = env.check(&f);
         assert!(has(&found, codes::NOT_GBK, "subject.name"), "{found:?}");
         assert!(has(&found, codes::TEXT_LENGTH, "websites[0].name"));
-        assert!(has(&found, codes::MOBILE_FORMAT, "subject.principal.mobile"));
+        assert!(has(
+            &found,
+            codes::MOBILE_FORMAT,
+            "subject.principal.mobile"
+        ));
         // The builder's own complaint about the mobile is not repeated.
         assert_eq!(
             found

@@ -40,7 +40,13 @@ fn province(f: &Filing, ctx: &Context<'_>, out: &mut Vec<Finding>) {
 }
 
 fn region(f: &Filing, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-    let Some(r) = f.subject.region.as_deref().map(str::trim).filter(|r| !r.is_empty()) else {
+    let Some(r) = f
+        .subject
+        .region
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    else {
         return;
     };
     let level = ctx.codes.region(r).and_then(|e| e.get("Lx"));
@@ -157,7 +163,10 @@ fn domains(f: &Filing, ctx: &Context<'_>, out: &mut Vec<Finding>) {
                 out.push(Finding::new(
                     codes::DOMAIN_SUFFIX_NOT_ALLOWED,
                     &field,
-                    format!("{} is not under a top-level domain the MIIT approved", name.ascii()),
+                    format!(
+                        "{} is not under a top-level domain the MIIT approved",
+                        name.ascii()
+                    ),
                 ));
             }
             if let Some(first) = seen.insert(name.ascii().to_owned(), i)
@@ -269,7 +278,10 @@ fn record_numbers(f: &Filing, ctx: &Context<'_>, out: &mut Vec<Finding>) {
                 out.push(Finding::new(
                     codes::RECORD_NUMBER_REQUIRED,
                     field,
-                    format!("a {} filing quotes this record number", f.filing_type.as_str()),
+                    format!(
+                        "a {} filing quotes this record number",
+                        f.filing_type.as_str()
+                    ),
                 ));
             }
             return;
@@ -348,7 +360,11 @@ mod tests {
         let env = Env::new();
         let mut f = fixture("first.json");
         f.subject.region = Some("310115".into());
-        assert!(has(&env.check(&f), codes::REGION_OUTSIDE_PROVINCE, "subject.region"));
+        assert!(has(
+            &env.check(&f),
+            codes::REGION_OUTSIDE_PROVINCE,
+            "subject.region"
+        ));
         f.subject.region = Some("119999".into());
         assert!(has(&env.check(&f), codes::REGION_UNKNOWN, "subject.region"));
         f.subject.region = Some("110000".into()); // province level: not a Txdz region
@@ -366,8 +382,16 @@ mod tests {
         p.office_phone = Some("010-62345678".into());
         p.email = Some("not-an-email".into());
         let found = env.check(&f);
-        assert!(has(&found, codes::MOBILE_FORMAT, "subject.principal.mobile"));
-        assert!(has(&found, codes::OFFICE_PHONE_FORMAT, "subject.principal.officePhone"));
+        assert!(has(
+            &found,
+            codes::MOBILE_FORMAT,
+            "subject.principal.mobile"
+        ));
+        assert!(has(
+            &found,
+            codes::OFFICE_PHONE_FORMAT,
+            "subject.principal.officePhone"
+        ));
         assert!(has(&found, codes::EMAIL_FORMAT, "subject.principal.email"));
     }
 
@@ -376,13 +400,27 @@ mod tests {
         let env = Env::new();
         let mut f = fixture("first.json");
         f.websites[0].domains = vec!["bad_domain.com".into()];
-        assert!(has(&env.check(&f), codes::DOMAIN_SYNTAX, "websites[0].domains[0]"));
-        for refused in ["example.hk", "example.tw", "example.asia", "example.jp", "example.biz"] {
+        assert!(has(
+            &env.check(&f),
+            codes::DOMAIN_SYNTAX,
+            "websites[0].domains[0]"
+        ));
+        for refused in [
+            "example.hk",
+            "example.tw",
+            "example.asia",
+            "example.jp",
+            "example.biz",
+        ] {
             f.websites[0].domains = vec![refused.into()];
             f.websites[0].home_urls = vec![format!("www.{refused}")];
             let found = env.check(&f);
             assert!(
-                has(&found, codes::DOMAIN_SUFFIX_NOT_ALLOWED, "websites[0].domains[0]"),
+                has(
+                    &found,
+                    codes::DOMAIN_SUFFIX_NOT_ALLOWED,
+                    "websites[0].domains[0]"
+                ),
                 "{refused}: {found:?}"
             );
         }
@@ -395,12 +433,24 @@ mod tests {
         let found = env.check(&f);
         assert!(has(&found, codes::DOMAIN_COUNT, "websites[0].domains"));
         assert!(has(&found, codes::HOME_URL_COUNT, "websites[0].homeUrls"));
-        assert!(has(&found, codes::HOME_URL_NOT_OWN_DOMAIN, "websites[0].homeUrls[2]"));
-        assert!(!has(&found, codes::HOME_URL_NOT_OWN_DOMAIN, "websites[0].homeUrls[1]"));
+        assert!(has(
+            &found,
+            codes::HOME_URL_NOT_OWN_DOMAIN,
+            "websites[0].homeUrls[2]"
+        ));
+        assert!(!has(
+            &found,
+            codes::HOME_URL_NOT_OWN_DOMAIN,
+            "websites[0].homeUrls[1]"
+        ));
         let mut g = fixture("change-subject.json");
         g.websites[1].domains = g.websites[0].domains.clone();
         g.websites[1].home_urls = g.websites[0].home_urls.clone();
-        assert!(has(&env.check(&g), codes::DOMAIN_DUPLICATE, "websites[1].domains[0]"));
+        assert!(has(
+            &env.check(&g),
+            codes::DOMAIN_DUPLICATE,
+            "websites[1].domains[0]"
+        ));
         assert_eq!(url_host("https://www.a.com:8443/x?y"), "www.a.com");
     }
 
@@ -409,13 +459,25 @@ mod tests {
         let env = Env::new();
         let mut f = fixture("first.json");
         f.websites[0].service_content = Some(ServiceContent::Other);
-        assert!(has(&env.check(&f), codes::REMARK_REQUIRED, "websites[0].remark"));
+        assert!(has(
+            &env.check(&f),
+            codes::REMARK_REQUIRED,
+            "websites[0].remark"
+        ));
         f.websites[0].remark = Some("企业产品介绍".into());
-        assert!(!has(&env.check(&f), codes::REMARK_REQUIRED, "websites[0].remark"));
+        assert!(!has(
+            &env.check(&f),
+            codes::REMARK_REQUIRED,
+            "websites[0].remark"
+        ));
         f.websites[0].remark = None;
         f.websites[0].service_content = Some(ServiceContent::Blog);
         f.subject.nature = Some(Nature::Personal);
-        assert!(has(&env.check(&f), codes::REMARK_REQUIRED, "websites[0].remark"));
+        assert!(has(
+            &env.check(&f),
+            codes::REMARK_REQUIRED,
+            "websites[0].remark"
+        ));
         let mut g = fixture("first.json");
         g.websites[0].pre_approvals = vec![PreApproval {
             kind: Some(crate::domain::PreApprovalKind::News),
@@ -434,9 +496,17 @@ mod tests {
         let env = Env::new();
         let mut f = fixture("first.json");
         f.subject.name = Some("北京示例投资管理有限公司".into());
-        assert!(has(&env.check(&f), codes::LEGAL_REPRESENTATIVE_REMARK, "subject.remark"));
+        assert!(has(
+            &env.check(&f),
+            codes::LEGAL_REPRESENTATIVE_REMARK,
+            "subject.remark"
+        ));
         f.subject.remark = Some("负责人为法定代表人".into());
-        assert!(!has(&env.check(&f), codes::LEGAL_REPRESENTATIVE_REMARK, "subject.remark"));
+        assert!(!has(
+            &env.check(&f),
+            codes::LEGAL_REPRESENTATIVE_REMARK,
+            "subject.remark"
+        ));
     }
 
     #[test]
@@ -444,15 +514,35 @@ mod tests {
         let env = Env::new();
         let mut f = fixture("add-access.json");
         f.websites[0].record_number = None;
-        assert!(has(&env.check(&f), codes::RECORD_NUMBER_REQUIRED, "websites[0].recordNumber"));
+        assert!(has(
+            &env.check(&f),
+            codes::RECORD_NUMBER_REQUIRED,
+            "websites[0].recordNumber"
+        ));
         f.websites[0].record_number = Some("京ICP备2019000002".into());
-        assert!(has(&env.check(&f), codes::RECORD_NUMBER_FORMAT, "websites[0].recordNumber"));
+        assert!(has(
+            &env.check(&f),
+            codes::RECORD_NUMBER_FORMAT,
+            "websites[0].recordNumber"
+        ));
         f.websites[0].record_number = Some("沪ICP备2019000002号-1".into());
-        assert!(has(&env.check(&f), codes::RECORD_NUMBER_PROVINCE, "websites[0].recordNumber"));
+        assert!(has(
+            &env.check(&f),
+            codes::RECORD_NUMBER_PROVINCE,
+            "websites[0].recordNumber"
+        ));
         f.websites[0].record_number = Some("京ICP备2019000002号".into()); // a subject's
-        assert!(has(&env.check(&f), codes::RECORD_NUMBER_FORMAT, "websites[0].recordNumber"));
+        assert!(has(
+            &env.check(&f),
+            codes::RECORD_NUMBER_FORMAT,
+            "websites[0].recordNumber"
+        ));
         let mut g = fixture("cancel-site.json");
         g.cancels.clear();
-        assert!(has(&env.check(&g), codes::RECORD_NUMBER_REQUIRED, "cancels"));
+        assert!(has(
+            &env.check(&g),
+            codes::RECORD_NUMBER_REQUIRED,
+            "cancels"
+        ));
     }
 }

@@ -72,7 +72,9 @@ fn landline(f: &Filing, name: &str, out: &mut Vec<Finding>) {
         out.push(Finding::new(
             codes::LANDLINE_REQUIRED,
             "subject.principal.officePhone",
-            format!("{name} requires a personal filing's principal to give a landline (086-区号-号码)"),
+            format!(
+                "{name} requires a personal filing's principal to give a landline (086-区号-号码)"
+            ),
         ));
     }
 }
@@ -159,7 +161,11 @@ mod tests {
             codes::DOMAIN_SUFFIX_REFUSED_BY_PROVINCE,
             "websites[0].domains[0]"
         ));
-        assert!(!has(&found, codes::DOMAIN_SUFFIX_NOT_ALLOWED, "websites[0].domains[0]"));
+        assert!(!has(
+            &found,
+            codes::DOMAIN_SUFFIX_NOT_ALLOWED,
+            "websites[0].domains[0]"
+        ));
         let found = super::super::check(&f, &env.ctx("310000"));
         assert!(!has(
             &found,
@@ -183,7 +189,11 @@ mod tests {
         assert!(!has(&env.check(&f), codes::LANDLINE_REQUIRED, field));
         // Beijing has no such rule.
         f.subject.principal.as_mut().unwrap().office_phone = None;
-        assert!(!has(&super::super::check(&f, &env.ctx("110000")), codes::LANDLINE_REQUIRED, field));
+        assert!(!has(
+            &super::super::check(&f, &env.ctx("110000")),
+            codes::LANDLINE_REQUIRED,
+            field
+        ));
     }
 
     #[test]
@@ -193,7 +203,11 @@ mod tests {
         assert_eq!(pairs(&env.check(&f)), vec![]);
         f.attachments
             .retain(|a: &Attachment| a.kind != Some(AttachmentKind::VerificationForm));
-        assert!(has(&env.check(&f), codes::VERIFICATION_FORM_REQUIRED, "attachments"));
+        assert!(has(
+            &env.check(&f),
+            codes::VERIFICATION_FORM_REQUIRED,
+            "attachments"
+        ));
         assert!(!has(
             &super::super::check(&f, &env.ctx("310000")),
             codes::VERIFICATION_FORM_REQUIRED,

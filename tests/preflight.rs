@@ -71,3 +71,36 @@ async fn every_rule_stops_its_filing_before_the_bureau() {
         stats.cases_by_identity
     );
 }
+
+/// Queued filings due soon are at risk, past their deadline overdue (store::deadlines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_risk_and_overdue_filings_are_listed() {
+    let env = common::start(|_| {}).await;
+    let filings = common::fixtures().join("filings");
+    let files = [filings.join("first.json"), filings.join("change-site.json")];
+    commands::import(&env.store, &files).await.unwrap();
+    let now = beian_gateway::store::now();
+    let hour = chrono::Duration::hours(1);
+    env.store
+        .queue(&[
+            ("F-FIRST-001".into(), now - hour),
+            ("F-CHGSITE-001".into(), now + hour),
+        ])
+        .await
+        .unwrap();
+    let ids = |v: Vec<beian_gateway::store::deadlines::DueFiling>| {
+        v.into_iter().map(|f| f.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(env.store.overdue(now).await.unwrap()), ["F-FIRST-001"]);
+    assert_eq!(
+        ids(env.store.at_risk(now, now + hour * 2).await.unwrap()),
+        ["F-CHGSITE-001"]
+    );
+    assert!(
+        env.store
+            .at_risk(now, now + hour / 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -246,10 +246,12 @@ pub async fn run(
     store: Store,
     opts: RunOptions,
 ) -> anyhow::Result<CycleReport> {
+    let calendar = load_calendar(&settings);
+    calendar_covered(&calendar, &settings, store::now().date_naive());
     let gateway = Arc::new(Gateway::new(
         store.clone(),
         settings.clone(),
-        Calendar::weekdays_only(),
+        calendar.clone(),
     ));
     let (submit_cron, poll_cron) = if opts.fast {
         ("*/1 * * * * *".to_owned(), "*/1 * * * * *".to_owned())
@@ -298,6 +300,24 @@ pub async fn run(
         .with_context(|| format!("configuration key {name}: invalid cron expression {cron:?}"))?;
         scheduler.add(job).await?;
     }
+    // The calendar coverage alarm, daily at 08:00, and the at-risk / overdue report with it.
+    {
+        let settings = settings.clone();
+        let store = store.clone();
+        let job = Job::new_async_tz("0 0 8 * * *", chrono_tz::Asia::Shanghai, move |_, _| {
+            let calendar = calendar.clone();
+            let settings = settings.clone();
+            let store = store.clone();
+            Box::pin(async move {
+                calendar_covered(&calendar, &settings, store::now().date_naive());
+                if let Err(e) = log_deadlines(&store, &settings).await {
+                    warn!(error = %e, "deadline report failed");
+                }
+            })
+        })
+        .context("the daily calendar check")?;
+        scheduler.add(job).await?;
+    }
     scheduler.start().await?;
     info!("scheduler started");
     loop {
@@ -321,14 +341,100 @@ pub async fn run(
 
 /// `once`: one full cycle (intake, submit, poll), then return its report.
 pub async fn once(settings: Arc<Settings>, store: Store) -> CycleReport {
-    let gateway = Gateway::new(store, settings, Calendar::weekdays_only());
+    let calendar = load_calendar(&settings);
+    calendar_covered(&calendar, &settings, store::now().date_naive());
+    let gateway = Gateway::new(store, settings, calendar);
     gateway.cycle().await
 }
 
-/// `status`: counts per state.
-pub async fn status(store: &Store) -> anyhow::Result<()> {
+/// The official calendar from `calendar.dir` with the configured deadline policy. A directory
+/// that cannot be read is an error-level log and plain weekdays, never a failed start.
+pub fn load_calendar(settings: &Settings) -> Calendar {
+    let c = &settings.calendar;
+    match Calendar::load(&c.dir) {
+        Ok(cal) => cal.with_policy(c.deadline_policy),
+        Err(e) => {
+            tracing::error!(error = %e, "calendar not loaded; counting Monday–Friday only until it is fixed");
+            Calendar::weekdays_only().with_policy(c.deadline_policy)
+        }
+    }
+}
+
+/// The coverage alarm: false (and an error-level log) when the calendar does not cover the
+/// next `calendar.coverage_days` days from `today`.
+pub fn calendar_covered(
+    calendar: &Calendar,
+    settings: &Settings,
+    today: chrono::NaiveDate,
+) -> bool {
+    let days = settings.calendar.coverage_days;
+    match calendar.first_uncovered(today, days) {
+        None => true,
+        Some(day) => {
+            tracing::error!(
+                first_uncovered = %day,
+                coverage_days = days,
+                dir = %settings.calendar.dir.display(),
+                "the official calendar does not cover the coming days: add the State Council notice for {}; until then those days count as plain weekdays/weekends",
+                chrono::Datelike::year(&day)
+            );
+            false
+        }
+    }
+}
+
+/// Filings at risk (due within `calendar.at_risk_minutes`) and overdue, not yet submitted.
+async fn due_filings(
+    store: &Store,
+    settings: &Settings,
+) -> anyhow::Result<(
+    Vec<store::deadlines::DueFiling>,
+    Vec<store::deadlines::DueFiling>,
+)> {
+    let now = store::now();
+    let until = now + chrono::Duration::minutes(settings.calendar.at_risk_minutes);
+    Ok((store.at_risk(now, until).await?, store.overdue(now).await?))
+}
+
+async fn log_deadlines(store: &Store, settings: &Settings) -> anyhow::Result<()> {
+    let (at_risk, overdue) = due_filings(store, settings).await?;
+    for f in &overdue {
+        warn!(filing = %f.id, province = %f.province, deadline = %f.deadline, "overdue");
+    }
+    for f in &at_risk {
+        warn!(filing = %f.id, province = %f.province, deadline = %f.deadline, "at risk");
+    }
+    Ok(())
+}
+
+/// `status`: counts per state, then the filings at risk and overdue, then calendar coverage.
+pub async fn status(store: &Store, settings: &Settings) -> anyhow::Result<()> {
     for (state, n) in store.counts().await? {
         println!("{state:<18} {n}");
     }
+    let (at_risk, overdue) = due_filings(store, settings).await?;
+    let list = |v: &[store::deadlines::DueFiling]| {
+        v.iter()
+            .map(|f| format!("{} ({} {}, due {})", f.id, f.province, f.state, f.deadline))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "at risk (due within {} min): {} {}",
+        settings.calendar.at_risk_minutes,
+        at_risk.len(),
+        list(&at_risk)
+    );
+    println!("overdue: {} {}", overdue.len(), list(&overdue));
+    let calendar = load_calendar(settings);
+    let covered = calendar_covered(&calendar, settings, store::now().date_naive());
+    let years: Vec<String> = calendar.years().map(|y| y.to_string()).collect();
+    println!(
+        "calendar: {} ({}), next {} days {}",
+        years.join(", "),
+        settings.calendar.dir.display(),
+        settings.calendar.coverage_days,
+        if covered { "covered" } else { "NOT covered" }
+    );
     Ok(())
 }

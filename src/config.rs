@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::calendar::DeadlinePolicy;
+use crate::provinces::{Province, Provinces, ProvincesError};
+
 /// A secret string: `Debug` and `Display` print `***`.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -40,6 +43,56 @@ pub struct Settings {
     pub attachments: AttachmentSettings,
     pub schedule: ScheduleSettings,
     pub sandbox: SandboxSettings,
+    #[serde(default)]
+    pub calendar: CalendarSettings,
+    #[serde(default)]
+    pub preflight: PreflightSettings,
+    /// `config/provinces.toml` (not a section of this file; loaded beside it).
+    #[serde(skip)]
+    pub provinces: Provinces,
+}
+
+/// The official calendar and the deadline policy (`calendar.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CalendarSettings {
+    /// One `YYYY.toml` per year of State Council notices.
+    pub dir: PathBuf,
+    pub deadline_policy: DeadlinePolicy,
+    /// A queued filing whose deadline is this close (and not yet submitted) is at risk.
+    pub at_risk_minutes: i64,
+    /// The calendar must cover this many days ahead, or an alarm is raised.
+    pub coverage_days: u32,
+}
+
+impl Default for CalendarSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("config/holidays"),
+            deadline_policy: DeadlinePolicy::BusinessTime,
+            at_risk_minutes: 240,
+            coverage_days: 30,
+        }
+    }
+}
+
+/// National preflight settings (`preflight/`); provincial rules live in provinces.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PreflightSettings {
+    /// Top-level domains the MIIT approved (without the dot; Unicode or punycode).
+    pub allowed_suffixes: Vec<String>,
+}
+
+impl Default for PreflightSettings {
+    fn default() -> Self {
+        Self {
+            allowed_suffixes: ["com", "cn", "net", "org"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +184,8 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key {key}: {message}")]
     Invalid { key: String, message: String },
+    #[error("configuration: {0}")]
+    Provinces(#[from] ProvincesError),
 }
 
 /// The resolved account and endpoint of one provincial bureau.
@@ -176,9 +231,11 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("bureau.extensions")
+                .with_list_parse_key("preflight.allowed_suffixes")
                 .try_parsing(true),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.provinces = Provinces::load_default()?;
         settings.check()?;
         Ok(settings)
     }
@@ -218,7 +275,11 @@ impl Settings {
     pub fn endpoint(&self, province: &str) -> BureauEndpoint {
         let b = &self.bureau;
         let o = b.provinces.get(province).cloned().unwrap_or_default();
-        let url = o.url.unwrap_or_else(|| b.url.clone());
+        let from_table = self
+            .province(province)
+            .map(|p| p.base_url.clone())
+            .filter(|u| !u.is_empty());
+        let url = o.url.or(from_table).unwrap_or_else(|| b.url.clone());
         BureauEndpoint {
             province: province.to_owned(),
             base_url: url
@@ -233,6 +294,25 @@ impl Settings {
             encrypt: b.encrypt,
             extensions: o.extensions.unwrap_or_else(|| b.extensions.clone()),
         }
+    }
+
+    /// The provincial bureau's entry in provinces.toml.
+    pub fn province(&self, code: &str) -> Option<&Province> {
+        self.provinces.get(code)
+    }
+
+    /// Records per upload file for a bureau: its provinces.toml `batch`, capped by
+    /// `batch.max_records`.
+    pub fn batch_size(&self, province: &str) -> usize {
+        self.province(province)
+            .map_or(self.batch.max_records, |p| p.batch)
+            .min(self.batch.max_records)
+    }
+
+    /// Requests per minute a bureau allows (provinces.toml; 60 for an unknown code).
+    pub fn requests_per_minute(&self, province: &str) -> u32 {
+        self.province(province)
+            .map_or(60, |p| p.requests_per_minute)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -10,5 +10,7 @@ pub mod datafile;
 pub mod domain;
 pub mod package;
 pub mod pipeline;
+pub mod preflight;
+pub mod provinces;
 pub mod store;
 pub mod telemetry;

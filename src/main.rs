@@ -179,7 +179,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status => {
             let store = commands::open_store(&settings).await?;
-            commands::status(&store).await?;
+            commands::status(&store, &settings).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox { listen } => {

@@ -52,13 +52,30 @@ pub struct BuildOptions {
     pub app_extension: bool,
 }
 
-/// Something the data file cannot carry. `field` is the path in the filing document.
+/// Something the data file cannot carry. `field` is the path in the filing document; `code`
+/// the kind of fault (the [`fault`] names), reported as a preflight finding's code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("filing {filing_id}: {field}: {message}")]
 pub struct BuildError {
     pub filing_id: String,
     pub field: String,
     pub message: String,
+    #[serde(default)]
+    pub code: String,
+}
+
+/// The kinds of [`BuildError`] (the interface's own limits, bureau-protocol.md section 7).
+pub mod fault {
+    /// A value the data file requires is empty.
+    pub const REQUIRED: &str = "REQUIRED";
+    /// A text is shorter or longer than the schema allows.
+    pub const TEXT_LENGTH: &str = "TEXT_LENGTH";
+    /// A character GBK (or XML 1.0) cannot carry.
+    pub const NOT_GBK: &str = "NOT_GBK";
+    /// A word the bureau's code table lacks, marks invalid, or gives an id out of range.
+    pub const CODE_TABLE: &str = "CODE_TABLE";
+    /// Anything else the data file cannot carry.
+    pub const DATAFILE: &str = "DATAFILE";
 }
 
 /// The operation a filing's records go under (section 7).
@@ -125,6 +142,7 @@ pub fn build_upload_xml(
         filing_id: "(file)".into(),
         field: "(file)".into(),
         message,
+        code: fault::DATAFILE.into(),
     };
     if records.is_empty() {
         errors.push(file_error("a data file needs at least one record".into()));
@@ -244,10 +262,22 @@ struct RecordBuilder<'a, 'o> {
 
 impl<'a> RecordBuilder<'a, '_> {
     fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        let message = message.into();
+        // "required (Tag) but empty" is how every empty required value is worded here.
+        let code = if message.starts_with("required") && message.ends_with("but empty") {
+            fault::REQUIRED
+        } else {
+            fault::DATAFILE
+        };
+        self.fault(code, field, message);
+    }
+
+    fn fault(&mut self, code: &str, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(BuildError {
             filing_id: self.f.id.clone(),
             field: field.into(),
             message: message.into(),
+            code: code.to_owned(),
         });
     }
 
@@ -272,12 +302,13 @@ impl<'a> RecordBuilder<'a, '_> {
             }
             return;
         };
-        if let Some(fault) = unsendable_char(v) {
-            self.err(field, fault);
+        if let Some(message) = unsendable_char(v) {
+            self.fault(fault::NOT_GBK, field, message);
         }
         let n = v.chars().count();
         if n < len.0 || n > len.1 {
-            self.err(
+            self.fault(
+                fault::TEXT_LENGTH,
                 field,
                 format!("{tag} must be {}–{} characters, got {n}", len.0, len.1),
             );
@@ -308,7 +339,7 @@ impl<'a> RecordBuilder<'a, '_> {
     }
 
     fn code_err(&mut self, field: &str, e: CodeError) {
-        self.err(field, e.to_string());
+        self.fault(fault::CODE_TABLE, field, e.to_string());
     }
 
     // ---- records ----

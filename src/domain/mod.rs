@@ -9,6 +9,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod import;
+pub mod types;
 
 fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where

@@ -260,7 +260,7 @@ impl Gateway {
         province: &str,
         report: &mut CycleReport,
     ) -> Result<Option<BuiltBatch>, PipelineError> {
-        let max_records = self.settings.batch.max_records;
+        let max_records = self.settings.batch_size(province);
         let max_bytes = self.settings.batch.max_bytes;
         let bureau = self.store.bureau(province).await?;
         let endpoint = self.settings.endpoint(province);
@@ -354,7 +354,7 @@ impl Gateway {
             if let Err(errors) = upload::build_upload_xml(&single, &codes, &opts) {
                 let reasons = errors
                     .into_iter()
-                    .map(|e| preflight_reason("DATAFILE", &e.field, e.message))
+                    .map(|e| preflight_reason(&e.code, &e.field, e.message))
                     .collect::<Vec<_>>();
                 self.store.needs_correction(&f.id, &reasons).await?;
                 report.needs_correction += 1;

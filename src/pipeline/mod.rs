@@ -15,8 +15,12 @@ use crate::bureau::client::{BureauAccount, BureauClient, ClientConfig, ClientErr
 use crate::calendar::Calendar;
 use crate::codes::CodeTables;
 use crate::config::Settings;
+use crate::datafile::Finding;
+use crate::datafile::upload::BuildOptions;
+use crate::domain::Filing;
 use crate::package::AesKey;
-use crate::store::{Store, StoreError};
+use crate::preflight;
+use crate::store::{Reason, Store, StoreError};
 
 mod build;
 mod poll;
@@ -155,22 +159,57 @@ impl Gateway {
         Ok(tables)
     }
 
-    /// Intake: reviewed filings get their deadline and are queued.
+    /// Intake: every reviewed filing runs the preflight against its bureau's code tables and
+    /// rules; one with findings goes to `needs_correction` with all of them (never sent), the
+    /// others are queued with their deadline on the official calendar.
     pub async fn intake(&self) -> Result<CycleReport, PipelineError> {
         let mut report = CycleReport::default();
+        let mut tables: HashMap<String, CodeTables> = HashMap::new();
         loop {
             let batch = self.store.reviewed(1000).await?;
             if batch.is_empty() {
                 break;
             }
             let mut items = Vec::with_capacity(batch.len());
-            for (id, reviewed_at, _doc) in &batch {
+            for (id, reviewed_at, doc) in &batch {
                 let reviewed = chrono::DateTime::parse_from_rfc3339(reviewed_at).map_err(|e| {
                     PipelineError::Config(format!(
                         "filing {id}: stored reviewedAt {reviewed_at:?}: {e}"
                     ))
                 })?;
-                items.push((id.clone(), self.calendar.deadline(reviewed)));
+                let filing: Filing = serde_json::from_str(doc).map_err(|e| {
+                    PipelineError::Config(format!("filing {id}: stored document: {e}"))
+                })?;
+                if !tables.contains_key(&filing.province) {
+                    let t = self.code_tables(&filing.province).await?;
+                    tables.insert(filing.province.clone(), t);
+                }
+                let codes = tables
+                    .get(&filing.province)
+                    .ok_or_else(|| PipelineError::Config("code tables vanished".into()))?;
+                let findings = self.preflight(&filing, codes);
+                if findings.is_empty() {
+                    items.push((id.clone(), self.calendar.deadline(reviewed)));
+                } else {
+                    // Codes and fields only: messages may quote the customer's values.
+                    tracing::info!(
+                        filing = %id,
+                        findings = findings.len(),
+                        codes = ?findings.iter().map(|f| f.code.as_str()).collect::<Vec<_>>(),
+                        "preflight: needs correction"
+                    );
+                    let reasons: Vec<Reason> = findings
+                        .into_iter()
+                        .map(|x| Reason {
+                            source: "preflight".into(),
+                            code: serde_json::json!(x.code),
+                            field: Some(x.field),
+                            message: x.message,
+                        })
+                        .collect();
+                    self.store.needs_correction(id, &reasons).await?;
+                    report.needs_correction += 1;
+                }
             }
             self.store.queue(&items).await?;
             report.queued += items.len();
@@ -179,6 +218,26 @@ impl Gateway {
             }
         }
         Ok(report)
+    }
+
+    /// The preflight of one filing with its bureau's code tables and provincial rules.
+    pub fn preflight(&self, filing: &Filing, codes: &CodeTables) -> Vec<Finding> {
+        let s = &self.settings;
+        let endpoint = s.endpoint(&filing.province);
+        let ctx = preflight::Context {
+            review_date: None,
+            codes,
+            province: s.province(&filing.province),
+            allowed_suffixes: &s.preflight.allowed_suffixes,
+            attachments_dir: &s.attachments.dir,
+            min_width: s.attachments.min_width,
+            min_height: s.attachments.min_height,
+            build: BuildOptions {
+                isp_id: endpoint.isp_id,
+                app_extension: endpoint.has_extension("app"),
+            },
+        };
+        preflight::check(filing, &ctx)
     }
 
     /// One full cycle: intake, submit to every bureau with work, poll every bureau.
@@ -206,6 +265,16 @@ impl Gateway {
                 };
             }
         };
+        // A bureau with business hours (provinces.toml) is only sent to within them.
+        let local = crate::store::now().time();
+        let provinces: Vec<String> = provinces
+            .into_iter()
+            .filter(|p| {
+                self.settings
+                    .province(p)
+                    .is_none_or(|b| b.accepts_at(local))
+            })
+            .collect();
         let results =
             futures_util::future::join_all(provinces.iter().map(|p| self.submit_province(p))).await;
         let mut report = CycleReport::default();

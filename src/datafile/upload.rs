@@ -159,7 +159,18 @@ pub fn build_upload_xml(
             "{total} records exceed the {MAX_RECORDS} a file may carry; split the batch"
         )));
     }
-    let mut bodies: [String; 5] = Default::default();
+    // Sized up front: a file is mostly attachment base64 (up to 50 MB), so growing by doubling
+    // would copy it several times over.
+    let mut capacity = [0usize; 5];
+    for rec in records {
+        let attachments: usize = rec
+            .attachments
+            .iter()
+            .map(|a| a.jpeg_base64.len() + 160)
+            .sum();
+        capacity[Operation::of(rec.filing).index()] += attachments + 4096;
+    }
+    let mut bodies: [String; 5] = capacity.map(String::with_capacity);
     for rec in records {
         let op = Operation::of(rec.filing);
         let mut b = RecordBuilder {

@@ -118,8 +118,10 @@ fn content(part: DownloadFile) -> DownloadContent {
 impl Gateway {
     /// Downloads, applies and acknowledges one bureau's pending files.
     pub async fn poll_province(&self, province: &str) -> Result<CycleReport, PipelineError> {
-        let lock = self.bureau_lock(province).await;
-        let _guard = lock.lock().await;
+        let Some(_guard) = self.hold_bureau(province).await? else {
+            // Another instance holds the bureau: its downloads and acks are that instance's.
+            return Ok(CycleReport::default());
+        };
         self.poll_province_locked(province).await
     }
 

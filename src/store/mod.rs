@@ -15,7 +15,10 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::domain::Filing;
 
+pub mod leases;
 pub mod registry;
+
+pub use leases::{BureauLease, LeaseLogEntry, PendingUpload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,7 +44,11 @@ pub enum StoreError {
         expected: i64,
         found: i64,
     },
-    #[error("database URL {0:?} is not supported by this store (sqlite:PATH)")]
+    #[error(
+        "bureau {province}: instance {owner} no longer holds the bureau's lease (another instance took it over)"
+    )]
+    LeaseLost { province: String, owner: String },
+    #[error("database URL {0:?} is not supported by this store (sqlite:PATH or postgres://…)")]
     Url(String),
 }
 
@@ -378,7 +385,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let reasons_json = serde_json::to_string(reasons).map_err(json_err("reasons"))?;
         let done = sqlx::query(
-            "UPDATE filings SET state = 'needs_correction', reasons = $1, decided_at = NULL, updated_at = $2
+            "UPDATE filings SET state = 'needs_correction', reasons = $1, decided_at = NULL, updated_at = $2,
+                    lease_owner = NULL, lease_until_ms = NULL
              WHERE id = $3 AND state IN ('reviewed', 'queued')",
         )
         .bind(&reasons_json)
@@ -561,15 +569,21 @@ impl Store {
 
     /// Claims filings and stores the file that carries them, in one transaction, before any
     /// byte is sent. Fails without effect when the stream moved or a filing changed.
+    /// Only the holder of the bureau's current lease can store a file (fencing), and only
+    /// filings it leased can be claimed.
     pub async fn store_upload(
         &self,
-        province: &str,
+        lease: &BureauLease,
         expected_last: i64,
         file: &NewUploadFile,
         attempts: &[NewAttempt],
+        lease_ms: i64,
     ) -> Result<i64> {
+        let province = lease.province.as_str();
+        let until = self.db_now_ms().await? + lease_ms;
         let now = fmt_time(now());
         let mut tx = self.pool.begin().await?;
+        Self::check_bureau_lease(&mut tx, lease).await?;
         let moved = sqlx::query(
             "UPDATE bureaus SET last_sequence = $1 WHERE province = $2 AND last_sequence = $3",
         )
@@ -591,8 +605,8 @@ impl Store {
             });
         }
         let upload_id: i64 = sqlx::query_scalar(
-            "INSERT INTO upload_files (province, data_sequence, file_name, zip, record_count, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING id",
+            "INSERT INTO upload_files (province, data_sequence, file_name, zip, record_count, status, created_at, lease_owner, lease_until_ms)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8) RETURNING id",
         )
         .bind(province)
         .bind(file.data_sequence)
@@ -600,17 +614,21 @@ impl Store {
         .bind(&file.zip)
         .bind(file.record_count)
         .bind(&now)
+        .bind(&lease.owner)
+        .bind(until)
         .fetch_one(&mut *tx)
         .await?;
         for a in attempts {
             let claimed = sqlx::query(
-                "UPDATE filings SET state = 'submitting', attempts = $1, updated_at = $2
-                 WHERE id = $3 AND state = 'queued' AND revision = $4",
+                "UPDATE filings SET state = 'submitting', attempts = $1, updated_at = $2, lease_until_ms = $3
+                 WHERE id = $4 AND state = 'queued' AND revision = $5 AND lease_owner = $6",
             )
             .bind(a.attempt_no)
             .bind(&now)
+            .bind(until)
             .bind(&a.filing_id)
             .bind(a.revision)
+            .bind(&lease.owner)
             .execute(&mut *tx)
             .await?;
             if claimed.rows_affected() != 1 {
@@ -713,9 +731,13 @@ impl Store {
         Ok(n as usize)
     }
 
-    pub async fn mark_sent(&self, upload_id: i64) -> Result<()> {
-        sqlx::query("UPDATE upload_files SET sent_at = COALESCE(sent_at, $1) WHERE id = $2")
+    /// Records that `lease`'s holder is about to send the file (it may reach the bureau from
+    /// here on: the outcome is unknown until confirmed).
+    pub async fn mark_sent(&self, upload_id: i64, lease: &BureauLease) -> Result<()> {
+        sqlx::query("UPDATE upload_files SET sent_at = COALESCE(sent_at, $1), sent_by = $2, sent_token = $3 WHERE id = $4")
             .bind(fmt_time(now()))
+            .bind(&lease.owner)
+            .bind(lease.token)
             .bind(upload_id)
             .execute(&self.pool)
             .await?;
@@ -734,7 +756,7 @@ impl Store {
         .await?;
         let province: String = file.get(0);
         let seq: i64 = file.get(1);
-        sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = $1 WHERE id = $2 AND status = 'pending'")
+        sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = $1, lease_owner = NULL, lease_until_ms = NULL WHERE id = $2 AND status = 'pending'")
             .bind(&now)
             .bind(upload_id)
             .execute(&mut *tx)
@@ -747,7 +769,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for id in &ids {
-            sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $2 WHERE id = $3")
+            sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $2, lease_owner = NULL, lease_until_ms = NULL WHERE id = $3")
                 .bind(&now)
                 .bind(&now)
                 .bind(id)

@@ -29,6 +29,8 @@ pub fn fixtures() -> PathBuf {
 pub fn test_settings(db: &std::path::Path) -> Settings {
     let mut s = Settings::load(None).expect("default settings load");
     s.database.url = format!("sqlite:{}", db.display());
+    // A dead instance's bureaus pass to another within 3 s (tests that restart the gateway).
+    s.database.lease_secs = 3;
     s.sandbox.decision_delay_ms = 150;
     s.sandbox.sms_confirm_delay_ms = 250;
     s.sandbox.sms_time_factor = 2.0 / 86_400.0; // the 24 h SMS window lasts 2 s

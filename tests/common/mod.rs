@@ -1,4 +1,6 @@
-//! Test helpers: a sandbox bureau on a random port, a fresh SQLite file, the real gateway.
+//! Test helpers: a sandbox bureau on a random port, a fresh database (a SQLite file, or a new
+//! PostgreSQL database when `BEIAN_TEST_POSTGRES` is set), the real gateway. Every test that
+//! touches a database gets it from [`fresh_database_url`], so the whole suite runs on both.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -49,7 +51,10 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
         Ok(admin_url) if !admin_url.is_empty() => {
             use sqlx::Executor;
             sqlx::any::install_default_drivers();
-            let name = format!("beian_test_{}_{}", std::process::id(), uuid_like());
+            // tests/run sets a prefix per run and drops that run's databases afterwards.
+            let prefix =
+                std::env::var("BEIAN_TEST_DB_PREFIX").unwrap_or_else(|_| "beian_test".into());
+            let name = format!("{prefix}_{}_{}", std::process::id(), uuid_like());
             let admin = sqlx::AnyPool::connect(&admin_url)
                 .await
                 .expect("PostgreSQL answers");

@@ -746,45 +746,8 @@ impl Store {
 
     /// The bureau has the file: its filings are `submitted`.
     pub async fn mark_arrived(&self, upload_id: i64, how: &str) -> Result<()> {
-        let now = fmt_time(now());
         let mut tx = self.pool.begin().await?;
-        let file = sqlx::query(
-            "SELECT province, data_sequence, file_name FROM upload_files WHERE id = $1",
-        )
-        .bind(upload_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let province: String = file.get(0);
-        let seq: i64 = file.get(1);
-        sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = $1, lease_owner = NULL, lease_until_ms = NULL WHERE id = $2 AND status = 'pending'")
-            .bind(&now)
-            .bind(upload_id)
-            .execute(&mut *tx)
-            .await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT f.id FROM filings f JOIN upload_file_filings u ON u.filing_id = f.id AND u.attempt_id = f.current_attempt
-             WHERE u.upload_id = $1 AND f.state = 'submitting'",
-        )
-        .bind(upload_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for id in &ids {
-            sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $2, lease_owner = NULL, lease_until_ms = NULL WHERE id = $3")
-                .bind(&now)
-                .bind(&now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            insert_event(
-                &mut tx,
-                Some(id),
-                Some(&province),
-                "submitted",
-                "gateway",
-                json!({"dataSequence": seq, "how": how}),
-            )
-            .await?;
-        }
+        mark_arrived_in(&mut tx, upload_id, how).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -909,6 +872,53 @@ fn upload_from_row(r: sqlx::any::AnyRow) -> UploadFile {
         zip: r.get(4),
         status: r.get(5),
     }
+}
+
+/// The bureau has a file (inside the caller's transaction): the file is `arrived` and its
+/// filings still `submitting` are `submitted`. A no-op for a file already arrived.
+pub(crate) async fn mark_arrived_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    upload_id: i64,
+    how: &str,
+) -> Result<()> {
+    let now = fmt_time(now());
+    let file =
+        sqlx::query("SELECT province, data_sequence, file_name FROM upload_files WHERE id = $1")
+            .bind(upload_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let province: String = file.get(0);
+    let seq: i64 = file.get(1);
+    sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = $1, lease_owner = NULL, lease_until_ms = NULL WHERE id = $2 AND status = 'pending'")
+        .bind(&now)
+        .bind(upload_id)
+        .execute(&mut **tx)
+        .await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT f.id FROM filings f JOIN upload_file_filings u ON u.filing_id = f.id AND u.attempt_id = f.current_attempt
+         WHERE u.upload_id = $1 AND f.state = 'submitting'",
+    )
+    .bind(upload_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for id in &ids {
+        sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $2, lease_owner = NULL, lease_until_ms = NULL WHERE id = $3")
+            .bind(&now)
+            .bind(&now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        insert_event(
+            tx,
+            Some(id),
+            Some(&province),
+            "submitted",
+            "gateway",
+            json!({"dataSequence": seq, "how": how}),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn insert_event(

@@ -3,6 +3,8 @@
 //! touches a database gets it from [`fresh_database_url`], so the whole suite runs on both.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

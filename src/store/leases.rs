@@ -96,7 +96,7 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Option<BureauLease>> {
         let now = self.db_now_ms().await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let before =
             sqlx::query("SELECT owner, token, expires_ms FROM bureau_leases WHERE province = $1")
                 .bind(province)
@@ -225,7 +225,7 @@ impl Store {
             Backend::Sqlite => LEASE_QUEUED_SQLITE,
             Backend::Postgres => LEASE_QUEUED_POSTGRES,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let rows = sqlx::query(sql)
             .bind(owner)
             .bind(now + lease_ms)
@@ -279,7 +279,7 @@ impl Store {
         lease_ms: i64,
     ) -> Result<PendingUpload> {
         let now = self.db_now_ms().await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(
             "SELECT id, province, data_sequence, file_name, zip, status, lease_owner, lease_until_ms, sent_at
              FROM upload_files WHERE province = $1 AND status = 'pending' ORDER BY data_sequence LIMIT 1",

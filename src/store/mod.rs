@@ -259,11 +259,27 @@ impl Store {
             })
             .connect(&connect_url)
             .await?;
+        // Several instances may start at once. PostgreSQL: sqlx's migrator holds a
+        // pg_advisory_lock from before it creates its table until it is done. SQLite: its lock
+        // is a no-op, so the instances on one file take turns through a lock file beside it.
         match backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Sqlite => {
+                let _turn = sqlite_migration_lock(&connect_url)?;
+                sqlx::migrate!("migrations/sqlite").run(&pool).await?
+            }
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         Ok(Self { pool, backend })
+    }
+
+    /// A write transaction. SQLite: `BEGIN IMMEDIATE`, so a transaction that reads before it
+    /// writes waits for the write lock (busy_timeout) instead of failing with SQLITE_BUSY when
+    /// another process wrote in between — several processes may share one file.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -279,7 +295,7 @@ impl Store {
     /// Imports the filings of one file, all or nothing.
     pub async fn import(&self, filings: &[Filing], actor: &str) -> Result<ImportSummary> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut summary = ImportSummary {
             new: 0,
             unchanged: 0,
@@ -348,7 +364,7 @@ impl Store {
     /// reviewed → queued with its deadline.
     pub async fn queue(&self, items: &[(String, DateTime<FixedOffset>)]) -> Result<()> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (id, deadline) in items {
             let done = sqlx::query(
                 "UPDATE filings SET state = 'queued', deadline = $1, updated_at = $2 WHERE id = $3 AND state = 'reviewed'",
@@ -382,7 +398,7 @@ impl Store {
     /// Marks a filing `needs_correction` with all its findings (from reviewed or queued).
     pub async fn needs_correction(&self, id: &str, reasons: &[Reason]) -> Result<()> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let reasons_json = serde_json::to_string(reasons).map_err(json_err("reasons"))?;
         let done = sqlx::query(
             "UPDATE filings SET state = 'needs_correction', reasons = $1, decided_at = NULL, updated_at = $2,
@@ -445,7 +461,7 @@ impl Store {
 
     pub async fn pause_bureau(&self, province: &str, reason: &str) -> Result<()> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE bureaus SET paused_reason = $1, paused_at = $2 WHERE province = $3")
             .bind(reason)
             .bind(&now)
@@ -466,7 +482,7 @@ impl Store {
     }
 
     pub async fn resume_bureau(&self, province: &str, actor: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE bureaus SET paused_reason = NULL, paused_at = NULL WHERE province = $1",
         )
@@ -494,7 +510,7 @@ impl Store {
         kind: &str,
         detail: serde_json::Value,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         insert_event(
             &mut tx,
             filing,
@@ -582,7 +598,7 @@ impl Store {
         let province = lease.province.as_str();
         let until = self.db_now_ms().await? + lease_ms;
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::check_bureau_lease(&mut tx, lease).await?;
         let moved = sqlx::query(
             "UPDATE bureaus SET last_sequence = $1 WHERE province = $2 AND last_sequence = $3",
@@ -746,7 +762,7 @@ impl Store {
 
     /// The bureau has the file: its filings are `submitted`.
     pub async fn mark_arrived(&self, upload_id: i64, how: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         mark_arrived_in(&mut tx, upload_id, how).await?;
         tx.commit().await?;
         Ok(())
@@ -861,6 +877,29 @@ impl Store {
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect())
     }
+}
+
+/// An exclusive lock on `DB.migrate-lock` (released when the file is dropped); none for an
+/// in-memory database.
+fn sqlite_migration_lock(connect_url: &str) -> Result<Option<std::fs::File>> {
+    let path = connect_url.trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path == ":memory:" {
+        return Ok(None);
+    }
+    let io = |e: std::io::Error| {
+        StoreError::Db(sqlx::Error::Configuration(
+            format!("migration lock beside {path}: {e}").into(),
+        ))
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{path}.migrate-lock"))
+        .map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(Some(file))
 }
 
 fn upload_from_row(r: sqlx::any::AnyRow) -> UploadFile {

@@ -150,7 +150,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(",");
         let now_s = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO download_files (province, file_name, kind, content, received_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (province, file_name) DO NOTHING",

@@ -78,6 +78,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_sends_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let store = Store::open(&db, 2).await.unwrap();
+    procs::flush_acks(&db, sandbox.port, &log, &store).await;
     let stats = sandbox.stats().await;
     let fig = procs::check_guarantees(&store, &ids, &stats).await;
     println!(

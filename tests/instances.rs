@@ -113,6 +113,7 @@ async fn three_instances_share_the_work_and_survive_one_killed() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    procs::flush_acks(&db, sandbox.port, &log, &store).await;
     let stats = sandbox.stats().await;
     let fig = procs::check_guarantees(&store, &ids, &stats).await;
 

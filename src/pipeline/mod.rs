@@ -129,6 +129,13 @@ impl Gateway {
         &self.instance
     }
 
+    /// Gives up this instance's bureau leases at once (on a graceful stop), so other
+    /// instances take its bureaus over without waiting a lease period.
+    pub async fn release_leases(&self) -> Result<(), PipelineError> {
+        self.store.release_bureau_leases_of(&self.instance).await?;
+        Ok(())
+    }
+
     pub(crate) fn lease_ms(&self) -> i64 {
         (self.settings.database.lease_secs.max(1) * 1000) as i64
     }

@@ -137,7 +137,12 @@ impl Gateway {
         let client = self.client(province).await?;
         for _ in 0..self.settings.bureau.max_downloads_per_poll {
             let file = match client.download().await? {
-                DownloadOutcome::Nothing => break,
+                DownloadOutcome::Nothing => {
+                    // The bureau serves a file until it is acked: nothing left means every file
+                    // applied here was acked, even one whose ack answer a crash cut off.
+                    self.store.confirm_acked(province).await?;
+                    break;
+                }
                 DownloadOutcome::File(f) => f,
             };
             let more = file.more;

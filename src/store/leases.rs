@@ -190,6 +190,15 @@ impl Store {
         Ok(())
     }
 
+    /// Gives up every bureau lease `owner` holds (graceful stop).
+    pub async fn release_bureau_leases_of(&self, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE bureau_leases SET expires_ms = 0 WHERE owner = $1")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Every bureau takeover in order (for `status` and the several-instances test).
     pub async fn bureau_lease_log(&self) -> Result<Vec<LeaseLogEntry>> {
         let rows = sqlx::query(

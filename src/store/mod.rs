@@ -524,11 +524,13 @@ impl Store {
         Ok(())
     }
 
-    /// Provinces with anything to do: queued filings, unsent files or open results.
+    /// Provinces with anything to do: queued filings, unsent files, open results or a download
+    /// applied but not yet acknowledged (a crash between the two).
     pub async fn active_provinces(&self) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT province FROM filings WHERE state IN ('queued', 'submitting', 'submitted', 'awaiting_sms')
              UNION SELECT province FROM upload_files WHERE status = 'pending'
+             UNION SELECT province FROM download_files WHERE acked_at IS NULL
              UNION SELECT province FROM bureaus WHERE codes_received = 0 AND last_sequence = 0 AND province IN (SELECT province FROM filings WHERE state = 'queued')
              ORDER BY 1",
         )
@@ -789,6 +791,18 @@ impl Store {
         .bind(fmt_time(now()))
         .bind(province)
         .bind(file_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The bureau has nothing left to serve: every applied file of it is acknowledged.
+    pub async fn confirm_acked(&self, province: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE download_files SET acked_at = $1 WHERE province = $2 AND acked_at IS NULL AND applied_at IS NOT NULL",
+        )
+        .bind(fmt_time(now()))
+        .bind(province)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -20,6 +20,11 @@ fn manifest_dir() -> PathBuf {
 /// `provinces` (a county of the province as region, access in the province); every fifth one is the
 /// fixture the sandbox rejects. JSON Lines.
 pub fn write_corpus(path: &Path, n: usize, provinces: &[&str]) -> Vec<String> {
+    write_corpus_from(path, 0, n, provinces)
+}
+
+/// [`write_corpus`] numbering the filings from `first` (more of the same corpus).
+pub fn write_corpus_from(path: &Path, first: usize, n: usize, provinces: &[&str]) -> Vec<String> {
     let read = |name: &str| -> serde_json::Value {
         let text = std::fs::read_to_string(super::fixtures().join("filings").join(name)).unwrap();
         serde_json::from_str(&text).unwrap()
@@ -28,7 +33,7 @@ pub fn write_corpus(path: &Path, n: usize, provinces: &[&str]) -> Vec<String> {
     let rejected = read("first-rejected.json");
     let mut lines = String::new();
     let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
+    for i in first..first + n {
         let mut f = if i % 5 == 4 {
             rejected.clone()
         } else {

@@ -335,6 +335,7 @@ pub async fn run(
         }
     }
     scheduler.shutdown().await?;
+    gateway.release_leases().await?;
     let report = total.lock().await.clone();
     Ok(report)
 }

@@ -100,10 +100,18 @@ pub struct DatabaseSettings {
     pub url: String,
     #[serde(default = "default_connections")]
     pub max_connections: u32,
+    /// How long a bureau's sender lease, a filing's claim and an unconfirmed file's lease last
+    /// without renewal; a dead instance's bureaus are taken over within this time.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
 }
 
 fn default_connections() -> u32 {
     4
+}
+
+fn default_lease_secs() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,14 +3,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn gateway(db: &Path, args: &[&str]) -> std::process::Output {
+/// Runs the binary on `db`, a URL from `common::fresh_database_url` (SQLite or PostgreSQL).
+fn gateway(db: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_beian-gateway"))
         .arg("--database-url")
-        .arg(format!("sqlite:{}", db.display()))
+        .arg(db)
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -25,7 +25,7 @@ fn bad(name: &str) -> String {
         .to_string()
 }
 
-fn exported(db: &Path) -> Vec<serde_json::Value> {
+fn exported(db: &str) -> Vec<serde_json::Value> {
     let out = gateway(db, &["export", "--json"]);
     assert!(
         out.status.success(),
@@ -39,10 +39,11 @@ fn exported(db: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn bad_files_are_refused_whole_with_file_filing_and_field() {
+#[tokio::test]
+async fn bad_files_are_refused_whole_with_file_filing_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("g.db");
+    let db = common::fresh_database_url(dir.path()).await;
+    let db = db.as_str();
     for (file, filing, field) in [
         ("malformed.json", "#0", "(document)"),
         (
@@ -52,7 +53,7 @@ fn bad_files_are_refused_whole_with_file_filing_and_field() {
         ),
         ("wrong-enum.json", "F-BAD-004", "websites[0].serviceContent"),
     ] {
-        let out = gateway(&db, &["import", &bad(file)]);
+        let out = gateway(db, &["import", &bad(file)]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
         assert!(stderr.contains(file), "{file}: names the file: {stderr}");
@@ -63,32 +64,33 @@ fn bad_files_are_refused_whole_with_file_filing_and_field() {
         assert!(stderr.contains(field), "{file}: names the field: {stderr}");
     }
     assert!(
-        exported(&db).is_empty(),
+        exported(db).is_empty(),
         "nothing was imported, not even the good half of a file"
     );
 }
 
-#[test]
-fn identical_reimport_is_a_no_op_and_a_conflicting_one_an_error() {
+#[tokio::test]
+async fn identical_reimport_is_a_no_op_and_a_conflicting_one_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("g.db");
+    let db = common::fresh_database_url(dir.path()).await;
+    let db = db.as_str();
     let first = common::fixtures()
         .join("filings")
         .join("first.json")
         .display()
         .to_string();
-    assert!(gateway(&db, &["import", &first]).status.success());
-    let again = gateway(&db, &["import", &first]);
+    assert!(gateway(db, &["import", &first]).status.success());
+    let again = gateway(db, &["import", &first]);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("imported 0 filings (1 unchanged"));
-    let conflict = gateway(&db, &["import", &bad("conflicting-first.json")]);
+    let conflict = gateway(db, &["import", &bad("conflicting-first.json")]);
     let stderr = String::from_utf8_lossy(&conflict.stderr);
     assert_eq!(conflict.status.code(), Some(1));
     assert!(
         stderr.contains("F-FIRST-001") && stderr.contains("different document"),
         "{stderr}"
     );
-    let rows = exported(&db);
+    let rows = exported(db);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["id"], "F-FIRST-001");
     assert_eq!(rows[0]["state"], "reviewed");

@@ -81,7 +81,23 @@ async fn a_process_stopped_between_claim_and_upload_resumes_with_the_same_file_a
         env.settings.clone(),
         Calendar::weekdays_only(),
     );
-    restarted.submit_province("110000").await.unwrap();
+    // The dead process still holds the bureau's lease: the new one takes the bureau over once
+    // the lease runs out, adopts the unconfirmed file and reconciles it.
+    let started = std::time::Instant::now();
+    loop {
+        restarted.submit_province("110000").await.unwrap();
+        let file = env.store.upload_by_sequence("110000", 1).await.unwrap();
+        if file.is_some_and(|f| f.status == "arrived")
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "not before the dead process's lease ran out"
+    );
     let after = env
         .store
         .upload_by_sequence("110000", 1)

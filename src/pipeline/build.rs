@@ -269,7 +269,15 @@ impl Gateway {
             app_extension: endpoint.has_extension("app"),
         };
         let codes = self.code_tables(province).await?;
-        let queued = self.store.queued(province, max_records as i64 * 2).await?;
+        let queued = self
+            .store
+            .lease_queued(
+                province,
+                self.instance(),
+                max_records as i64 * 2,
+                self.lease_ms(),
+            )
+            .await?;
         if queued.is_empty() {
             return Ok(None);
         }

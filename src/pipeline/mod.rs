@@ -8,8 +8,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tracing::{debug, info, warn};
 
 use crate::bureau::client::{BureauAccount, BureauClient, ClientConfig, ClientError};
 use crate::calendar::Calendar;
@@ -20,7 +23,7 @@ use crate::datafile::upload::BuildOptions;
 use crate::domain::Filing;
 use crate::package::AesKey;
 use crate::preflight;
-use crate::store::{Reason, Store, StoreError};
+use crate::store::{BureauLease, Reason, Store, StoreError};
 
 mod build;
 mod poll;
@@ -68,8 +71,49 @@ pub struct Gateway {
     pub(crate) settings: Arc<Settings>,
     pub(crate) calendar: Calendar,
     clients: Mutex<HashMap<String, Arc<BureauClient>>>,
-    /// One sender per bureau at a time within this process.
+    /// One sender per bureau at a time within this process (across processes: the lease).
     bureau_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// This process's name in leases: unique per start, so a restarted process is a new owner.
+    instance: String,
+}
+
+/// The right to talk to one bureau: this process's per-bureau mutex plus the bureau's lease in
+/// the database, renewed in the background while held. Dropping it stops the renewal; the lease
+/// stays with this instance until it runs out, so the next cycle takes it back without a
+/// takeover.
+pub(crate) struct BureauGuard {
+    _local: OwnedMutexGuard<()>,
+    pub(crate) lease: BureauLease,
+    lost: Arc<AtomicBool>,
+    /// Milliseconds after `started` of the last successful renewal.
+    renewed_ms: Arc<AtomicU64>,
+    started: Instant,
+    lease_ms: u64,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl BureauGuard {
+    /// Fails once the lease may have passed to another instance: taken over (the token moved),
+    /// or not renewed for two thirds of its period (the database is unreachable) — stop before
+    /// another instance can start, never after.
+    pub(crate) fn check(&self) -> Result<(), PipelineError> {
+        let since = (self.started.elapsed().as_millis() as u64)
+            .saturating_sub(self.renewed_ms.load(Ordering::Relaxed));
+        if self.lost.load(Ordering::Relaxed) || since > self.lease_ms * 2 / 3 {
+            return Err(StoreError::LeaseLost {
+                province: self.lease.province.clone(),
+                owner: self.lease.owner.clone(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BureauGuard {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
 }
 
 impl Gateway {
@@ -80,7 +124,24 @@ impl Gateway {
             calendar,
             clients: Mutex::new(HashMap::new()),
             bureau_locks: Mutex::new(HashMap::new()),
+            instance: new_instance_id(),
         }
+    }
+
+    /// This process's name in leases and events.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Gives up this instance's bureau leases at once (on a graceful stop), so other
+    /// instances take its bureaus over without waiting a lease period.
+    pub async fn release_leases(&self) -> Result<(), PipelineError> {
+        self.store.release_bureau_leases_of(&self.instance).await?;
+        Ok(())
+    }
+
+    pub(crate) fn lease_ms(&self) -> i64 {
+        (self.settings.database.lease_secs.max(1) * 1000) as i64
     }
 
     pub fn store(&self) -> &Store {
@@ -139,6 +200,66 @@ impl Gateway {
             .entry(province.to_owned())
             .or_insert_with(|| Arc::new(Mutex::new(())))
             .clone()
+    }
+
+    /// Takes the right to talk to a bureau: this process's mutex, then the bureau's lease.
+    /// `None` while another instance holds the lease (it is that instance's bureau for now).
+    pub(crate) async fn hold_bureau(
+        &self,
+        province: &str,
+    ) -> Result<Option<BureauGuard>, PipelineError> {
+        let local = self.bureau_lock(province).await.lock_owned().await;
+        let lease_ms = self.lease_ms();
+        let Some(lease) = self
+            .store
+            .acquire_bureau_lease(province, &self.instance, lease_ms)
+            .await?
+        else {
+            debug!(province, "another instance sends to this bureau for now");
+            return Ok(None);
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewed_ms = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let heartbeat = {
+            let store = self.store.clone();
+            let lease = lease.clone();
+            let lost = lost.clone();
+            let renewed_ms = renewed_ms.clone();
+            tokio::spawn(async move {
+                let every = Duration::from_millis((lease_ms / 3).max(100) as u64);
+                loop {
+                    tokio::time::sleep(every).await;
+                    let asked = Instant::now();
+                    match store.renew_bureau_lease(&lease, lease_ms).await {
+                        Ok(true) => {
+                            let at = asked.duration_since(started).as_millis() as u64;
+                            renewed_ms.store(at, Ordering::Relaxed);
+                        }
+                        Ok(false) => {
+                            warn!(province = %lease.province, "bureau lease taken over by another instance; stopping");
+                            lost.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(province = %lease.province, error = %e, "cannot renew the bureau lease");
+                        }
+                    }
+                }
+            })
+        };
+        if lease.token > 1 {
+            info!(province, token = lease.token, "holding the bureau's lease");
+        }
+        Ok(Some(BureauGuard {
+            _local: local,
+            lease,
+            lost,
+            renewed_ms,
+            started,
+            lease_ms: lease_ms as u64,
+            heartbeat,
+        }))
     }
 
     /// The code tables to build a bureau's files with: the bundled default, replaced table by
@@ -315,4 +436,19 @@ impl Gateway {
         }
         report
     }
+}
+
+/// A name for this process in leases: host, process id and start time, unique per start.
+fn new_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{:x}", std::process::id(), nanos % (1 << 40))
 }

@@ -118,8 +118,10 @@ fn content(part: DownloadFile) -> DownloadContent {
 impl Gateway {
     /// Downloads, applies and acknowledges one bureau's pending files.
     pub async fn poll_province(&self, province: &str) -> Result<CycleReport, PipelineError> {
-        let lock = self.bureau_lock(province).await;
-        let _guard = lock.lock().await;
+        let Some(_guard) = self.hold_bureau(province).await? else {
+            // Another instance holds the bureau: its downloads and acks are that instance's.
+            return Ok(CycleReport::default());
+        };
         self.poll_province_locked(province).await
     }
 
@@ -135,7 +137,12 @@ impl Gateway {
         let client = self.client(province).await?;
         for _ in 0..self.settings.bureau.max_downloads_per_poll {
             let file = match client.download().await? {
-                DownloadOutcome::Nothing => break,
+                DownloadOutcome::Nothing => {
+                    // The bureau serves a file until it is acked: nothing left means every file
+                    // applied here was acked, even one whose ack answer a crash cut off.
+                    self.store.confirm_acked(province).await?;
+                    break;
+                }
                 DownloadOutcome::File(f) => f,
             };
             let more = file.more;

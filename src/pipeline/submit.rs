@@ -1,20 +1,24 @@
 //! Submitting to one bureau: the ordered upload stream. Unconfirmed files go first (same
 //! bytes, same dataSequence), then new batches are claimed and stored before they are sent.
+//! Only the holder of the bureau's lease sends (one sender per bureau across instances); a
+//! file whose sender died is adopted and reconciled with `isp_querypreviousupload`.
 
 use tracing::{info, warn};
 
-use super::{CycleReport, Gateway, PipelineError};
+use super::{BureauGuard, CycleReport, Gateway, PipelineError};
 use crate::bureau::client::{ClientError, FaultClass, UploadOutcome};
 use crate::package;
-use crate::store::{StoreError, UploadFile};
+use crate::store::{PendingUpload, StoreError, UploadFile};
 
 impl Gateway {
     /// Everything one bureau needs this cycle: resend unconfirmed files, then claim and send
-    /// new batches until its queue is empty.
+    /// new batches until its queue is empty. Does nothing while another instance holds the
+    /// bureau.
     pub async fn submit_province(&self, province: &str) -> Result<CycleReport, PipelineError> {
-        let lock = self.bureau_lock(province).await;
-        let _sender = lock.lock().await;
         let mut report = CycleReport::default();
+        let Some(guard) = self.hold_bureau(province).await? else {
+            return Ok(report);
+        };
         let bureau = self.store.bureau(province).await?;
         if let Some(reason) = bureau.paused_reason {
             warn!(province, reason = %reason, "bureau paused; not submitting");
@@ -32,17 +36,58 @@ impl Gateway {
             }
         }
         loop {
-            if let Some(file) = self.store.pending_upload(province).await? {
-                let filings = self.send_file(province, &file).await?;
-                report.files_sent += 1;
-                report.filings_sent += filings;
-                continue;
+            guard.check()?;
+            match self
+                .store
+                .adopt_pending_upload(province, &self.instance, self.lease_ms())
+                .await?
+            {
+                PendingUpload::File { file, adopted_from } => {
+                    if adopted_from.is_some() && self.reconcile(province, &file).await? {
+                        continue;
+                    }
+                    let filings = self.send_file(&guard, province, &file).await?;
+                    report.files_sent += 1;
+                    report.filings_sent += filings;
+                    continue;
+                }
+                PendingUpload::Busy { owner } => {
+                    // Its sender may still be sending it; nothing later may go first.
+                    info!(province, owner = %owner, "oldest unconfirmed file is still leased by another instance; waiting");
+                    break;
+                }
+                PendingUpload::None => {}
             }
-            if !self.claim(province, &mut report).await? {
+            if !self.claim_locked(&guard, province, &mut report).await? {
                 break;
             }
         }
         Ok(report)
+    }
+
+    /// Reconcile of a file whose sender died (its outcome is unknown): when the bureau's last
+    /// accepted dataSequence is at or past the file, the file arrived; otherwise it is sent
+    /// again, the same bytes with the same number. Returns whether it was found arrived.
+    async fn reconcile(&self, province: &str, file: &UploadFile) -> Result<bool, PipelineError> {
+        let client = self.client(province).await?;
+        let previous = client.query_previous_upload().await?;
+        if previous.data_sequence >= file.data_sequence {
+            info!(
+                province,
+                data_sequence = file.data_sequence,
+                bureau_last = previous.data_sequence,
+                "adopted file had arrived"
+            );
+            self.store.mark_arrived(file.id, "reconciled").await?;
+            return Ok(true);
+        }
+        info!(
+            province,
+            data_sequence = file.data_sequence,
+            bureau_last = previous.data_sequence,
+            "adopted file had not arrived; sending it again"
+        );
+        Ok(false)
     }
 
     /// Claims the next batch of a bureau's queue and stores its file (one transaction, nothing
@@ -52,15 +97,51 @@ impl Gateway {
         province: &str,
         report: &mut CycleReport,
     ) -> Result<bool, PipelineError> {
+        let Some(guard) = self.hold_bureau(province).await? else {
+            return Ok(false);
+        };
+        self.claim_locked(&guard, province, report).await
+    }
+
+    async fn claim_locked(
+        &self,
+        guard: &BureauGuard,
+        province: &str,
+        report: &mut CycleReport,
+    ) -> Result<bool, PipelineError> {
         for _ in 0..3 {
-            let Some(batch) = self.build_batch(province, report).await? else {
-                return Ok(false);
+            guard.check()?;
+            let built = self.build_batch(province, report).await;
+            let batch = match built {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    self.store
+                        .release_queued_leases(province, &self.instance)
+                        .await?;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    self.store
+                        .release_queued_leases(province, &self.instance)
+                        .await?;
+                    return Err(e);
+                }
             };
-            match self
+            let stored = self
                 .store
-                .store_upload(province, batch.expected_last, &batch.file, &batch.attempts)
-                .await
-            {
+                .store_upload(
+                    &guard.lease,
+                    batch.expected_last,
+                    &batch.file,
+                    &batch.attempts,
+                    self.lease_ms(),
+                )
+                .await;
+            // Leased filings the batch did not take go back to the queue.
+            self.store
+                .release_queued_leases(province, &self.instance)
+                .await?;
+            match stored {
                 Ok(_) => return Ok(true),
                 Err(StoreError::StreamMoved { .. }) => {
                     // Something changed under the claim (an admin hold, a correction): nothing
@@ -78,10 +159,16 @@ impl Gateway {
     }
 
     /// Sends one stored file exactly once; returns how many filings it carried.
-    async fn send_file(&self, province: &str, file: &UploadFile) -> Result<usize, PipelineError> {
+    async fn send_file(
+        &self,
+        guard: &BureauGuard,
+        province: &str,
+        file: &UploadFile,
+    ) -> Result<usize, PipelineError> {
         let client = self.client(province).await?;
         let packed = package::pack_zip(file.zip.clone(), client.account().aes.as_ref());
-        self.store.mark_sent(file.id).await?;
+        guard.check()?;
+        self.store.mark_sent(file.id, &guard.lease).await?;
         let mut gap_repairs = 0;
         loop {
             match client

@@ -16,7 +16,10 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::domain::Filing;
 
 pub mod deadlines;
+pub mod leases;
 pub mod registry;
+
+pub use leases::{BureauLease, LeaseLogEntry, PendingUpload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,7 +45,11 @@ pub enum StoreError {
         expected: i64,
         found: i64,
     },
-    #[error("database URL {0:?} is not supported by this store (sqlite:PATH)")]
+    #[error(
+        "bureau {province}: instance {owner} no longer holds the bureau's lease (another instance took it over)"
+    )]
+    LeaseLost { province: String, owner: String },
+    #[error("database URL {0:?} is not supported by this store (sqlite:PATH or postgres://…)")]
     Url(String),
 }
 
@@ -253,11 +260,27 @@ impl Store {
             })
             .connect(&connect_url)
             .await?;
+        // Several instances may start at once. PostgreSQL: sqlx's migrator holds a
+        // pg_advisory_lock from before it creates its table until it is done. SQLite: its lock
+        // is a no-op, so the instances on one file take turns through a lock file beside it.
         match backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Sqlite => {
+                let _turn = sqlite_migration_lock(&connect_url)?;
+                sqlx::migrate!("migrations/sqlite").run(&pool).await?
+            }
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         Ok(Self { pool, backend })
+    }
+
+    /// A write transaction. SQLite: `BEGIN IMMEDIATE`, so a transaction that reads before it
+    /// writes waits for the write lock (busy_timeout) instead of failing with SQLITE_BUSY when
+    /// another process wrote in between — several processes may share one file.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -273,7 +296,7 @@ impl Store {
     /// Imports the filings of one file, all or nothing.
     pub async fn import(&self, filings: &[Filing], actor: &str) -> Result<ImportSummary> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut summary = ImportSummary {
             new: 0,
             unchanged: 0,
@@ -342,7 +365,7 @@ impl Store {
     /// reviewed → queued with its deadline.
     pub async fn queue(&self, items: &[(String, DateTime<FixedOffset>)]) -> Result<()> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (id, deadline) in items {
             let done = sqlx::query(
                 "UPDATE filings SET state = 'queued', deadline = $1, updated_at = $2 WHERE id = $3 AND state = 'reviewed'",
@@ -376,10 +399,11 @@ impl Store {
     /// Marks a filing `needs_correction` with all its findings (from reviewed or queued).
     pub async fn needs_correction(&self, id: &str, reasons: &[Reason]) -> Result<()> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let reasons_json = serde_json::to_string(reasons).map_err(json_err("reasons"))?;
         let done = sqlx::query(
-            "UPDATE filings SET state = 'needs_correction', reasons = $1, decided_at = NULL, updated_at = $2
+            "UPDATE filings SET state = 'needs_correction', reasons = $1, decided_at = NULL, updated_at = $2,
+                    lease_owner = NULL, lease_until_ms = NULL
              WHERE id = $3 AND state IN ('reviewed', 'queued')",
         )
         .bind(&reasons_json)
@@ -438,7 +462,7 @@ impl Store {
 
     pub async fn pause_bureau(&self, province: &str, reason: &str) -> Result<()> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE bureaus SET paused_reason = $1, paused_at = $2 WHERE province = $3")
             .bind(reason)
             .bind(&now)
@@ -459,7 +483,7 @@ impl Store {
     }
 
     pub async fn resume_bureau(&self, province: &str, actor: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE bureaus SET paused_reason = NULL, paused_at = NULL WHERE province = $1",
         )
@@ -487,7 +511,7 @@ impl Store {
         kind: &str,
         detail: serde_json::Value,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         insert_event(
             &mut tx,
             filing,
@@ -501,11 +525,13 @@ impl Store {
         Ok(())
     }
 
-    /// Provinces with anything to do: queued filings, unsent files or open results.
+    /// Provinces with anything to do: queued filings, unsent files, open results or a download
+    /// applied but not yet acknowledged (a crash between the two).
     pub async fn active_provinces(&self) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT province FROM filings WHERE state IN ('queued', 'submitting', 'submitted', 'awaiting_sms')
              UNION SELECT province FROM upload_files WHERE status = 'pending'
+             UNION SELECT province FROM download_files WHERE acked_at IS NULL
              UNION SELECT province FROM bureaus WHERE codes_received = 0 AND last_sequence = 0 AND province IN (SELECT province FROM filings WHERE state = 'queued')
              ORDER BY 1",
         )
@@ -562,15 +588,21 @@ impl Store {
 
     /// Claims filings and stores the file that carries them, in one transaction, before any
     /// byte is sent. Fails without effect when the stream moved or a filing changed.
+    /// Only the holder of the bureau's current lease can store a file (fencing), and only
+    /// filings it leased can be claimed.
     pub async fn store_upload(
         &self,
-        province: &str,
+        lease: &BureauLease,
         expected_last: i64,
         file: &NewUploadFile,
         attempts: &[NewAttempt],
+        lease_ms: i64,
     ) -> Result<i64> {
+        let province = lease.province.as_str();
+        let until = self.db_now_ms().await? + lease_ms;
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
+        Self::check_bureau_lease(&mut tx, lease).await?;
         let moved = sqlx::query(
             "UPDATE bureaus SET last_sequence = $1 WHERE province = $2 AND last_sequence = $3",
         )
@@ -592,8 +624,8 @@ impl Store {
             });
         }
         let upload_id: i64 = sqlx::query_scalar(
-            "INSERT INTO upload_files (province, data_sequence, file_name, zip, record_count, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING id",
+            "INSERT INTO upload_files (province, data_sequence, file_name, zip, record_count, status, created_at, lease_owner, lease_until_ms)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8) RETURNING id",
         )
         .bind(province)
         .bind(file.data_sequence)
@@ -601,17 +633,21 @@ impl Store {
         .bind(&file.zip)
         .bind(file.record_count)
         .bind(&now)
+        .bind(&lease.owner)
+        .bind(until)
         .fetch_one(&mut *tx)
         .await?;
         for a in attempts {
             let claimed = sqlx::query(
-                "UPDATE filings SET state = 'submitting', attempts = $1, updated_at = $2
-                 WHERE id = $3 AND state = 'queued' AND revision = $4",
+                "UPDATE filings SET state = 'submitting', attempts = $1, updated_at = $2, lease_until_ms = $3
+                 WHERE id = $4 AND state = 'queued' AND revision = $5 AND lease_owner = $6",
             )
             .bind(a.attempt_no)
             .bind(&now)
+            .bind(until)
             .bind(&a.filing_id)
             .bind(a.revision)
+            .bind(&lease.owner)
             .execute(&mut *tx)
             .await?;
             if claimed.rows_affected() != 1 {
@@ -714,9 +750,13 @@ impl Store {
         Ok(n as usize)
     }
 
-    pub async fn mark_sent(&self, upload_id: i64) -> Result<()> {
-        sqlx::query("UPDATE upload_files SET sent_at = COALESCE(sent_at, $1) WHERE id = $2")
+    /// Records that `lease`'s holder is about to send the file (it may reach the bureau from
+    /// here on: the outcome is unknown until confirmed).
+    pub async fn mark_sent(&self, upload_id: i64, lease: &BureauLease) -> Result<()> {
+        sqlx::query("UPDATE upload_files SET sent_at = COALESCE(sent_at, $1), sent_by = $2, sent_token = $3 WHERE id = $4")
             .bind(fmt_time(now()))
+            .bind(&lease.owner)
+            .bind(lease.token)
             .bind(upload_id)
             .execute(&self.pool)
             .await?;
@@ -725,45 +765,8 @@ impl Store {
 
     /// The bureau has the file: its filings are `submitted`.
     pub async fn mark_arrived(&self, upload_id: i64, how: &str) -> Result<()> {
-        let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
-        let file = sqlx::query(
-            "SELECT province, data_sequence, file_name FROM upload_files WHERE id = $1",
-        )
-        .bind(upload_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let province: String = file.get(0);
-        let seq: i64 = file.get(1);
-        sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = $1 WHERE id = $2 AND status = 'pending'")
-            .bind(&now)
-            .bind(upload_id)
-            .execute(&mut *tx)
-            .await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT f.id FROM filings f JOIN upload_file_filings u ON u.filing_id = f.id AND u.attempt_id = f.current_attempt
-             WHERE u.upload_id = $1 AND f.state = 'submitting'",
-        )
-        .bind(upload_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for id in &ids {
-            sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $2 WHERE id = $3")
-                .bind(&now)
-                .bind(&now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            insert_event(
-                &mut tx,
-                Some(id),
-                Some(&province),
-                "submitted",
-                "gateway",
-                json!({"dataSequence": seq, "how": how}),
-            )
-            .await?;
-        }
+        let mut tx = self.begin().await?;
+        mark_arrived_in(&mut tx, upload_id, how).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -789,6 +792,18 @@ impl Store {
         .bind(fmt_time(now()))
         .bind(province)
         .bind(file_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The bureau has nothing left to serve: every applied file of it is acknowledged.
+    pub async fn confirm_acked(&self, province: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE download_files SET acked_at = $1 WHERE province = $2 AND acked_at IS NULL AND applied_at IS NOT NULL",
+        )
+        .bind(fmt_time(now()))
+        .bind(province)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -879,6 +894,29 @@ impl Store {
     }
 }
 
+/// An exclusive lock on `DB.migrate-lock` (released when the file is dropped); none for an
+/// in-memory database.
+fn sqlite_migration_lock(connect_url: &str) -> Result<Option<std::fs::File>> {
+    let path = connect_url.trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path == ":memory:" {
+        return Ok(None);
+    }
+    let io = |e: std::io::Error| {
+        StoreError::Db(sqlx::Error::Configuration(
+            format!("migration lock beside {path}: {e}").into(),
+        ))
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{path}.migrate-lock"))
+        .map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(Some(file))
+}
+
 fn upload_from_row(r: sqlx::any::AnyRow) -> UploadFile {
     UploadFile {
         id: r.get(0),
@@ -888,6 +926,53 @@ fn upload_from_row(r: sqlx::any::AnyRow) -> UploadFile {
         zip: r.get(4),
         status: r.get(5),
     }
+}
+
+/// The bureau has a file (inside the caller's transaction): the file is `arrived` and its
+/// filings still `submitting` are `submitted`. A no-op for a file already arrived.
+pub(crate) async fn mark_arrived_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    upload_id: i64,
+    how: &str,
+) -> Result<()> {
+    let now = fmt_time(now());
+    let file =
+        sqlx::query("SELECT province, data_sequence, file_name FROM upload_files WHERE id = $1")
+            .bind(upload_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let province: String = file.get(0);
+    let seq: i64 = file.get(1);
+    sqlx::query("UPDATE upload_files SET status = 'arrived', arrived_at = $1, lease_owner = NULL, lease_until_ms = NULL WHERE id = $2 AND status = 'pending'")
+        .bind(&now)
+        .bind(upload_id)
+        .execute(&mut **tx)
+        .await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT f.id FROM filings f JOIN upload_file_filings u ON u.filing_id = f.id AND u.attempt_id = f.current_attempt
+         WHERE u.upload_id = $1 AND f.state = 'submitting'",
+    )
+    .bind(upload_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for id in &ids {
+        sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $2, lease_owner = NULL, lease_until_ms = NULL WHERE id = $3")
+            .bind(&now)
+            .bind(&now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        insert_event(
+            tx,
+            Some(id),
+            Some(&province),
+            "submitted",
+            "gateway",
+            json!({"dataSequence": seq, "how": how}),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn insert_event(

@@ -150,7 +150,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(",");
         let now_s = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO download_files (province, file_name, kind, content, received_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (province, file_name) DO NOTHING",
@@ -344,6 +344,18 @@ async fn apply_results(
             .collect();
         let reasons_json = serde_json::to_string(&reasons).map_err(json_err("reasons"))?;
         for (record_id, filing_id, attempt_id) in &record_ids {
+            // A result for an attempt proves its file arrived, even when the sender died before
+            // it could record the answer (the next sender would only reconcile it).
+            let upload: Option<i64> = sqlx::query_scalar(
+                "SELECT u.id FROM attempts a JOIN upload_files u ON u.id = a.upload_id
+                 WHERE a.id = $1 AND u.status = 'pending'",
+            )
+            .bind(attempt_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(upload) = upload {
+                super::mark_arrived_in(tx, upload, "result_received").await?;
+            }
             sqlx::query(
                 "UPDATE attempt_records SET status = $1, codes = $2, decided_at = $3 WHERE id = $4",
             )

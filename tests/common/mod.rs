@@ -1,5 +1,9 @@
-//! Test helpers: a sandbox bureau on a random port, a fresh SQLite file, the real gateway.
+//! Test helpers: a sandbox bureau on a random port, a fresh database (a SQLite file, or a new
+//! PostgreSQL database when `BEIAN_TEST_POSTGRES` is set), the real gateway. Every test that
+//! touches a database gets it from [`fresh_database_url`], so the whole suite runs on both.
 #![allow(dead_code)]
+
+pub mod procs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +33,8 @@ pub fn fixtures() -> PathBuf {
 pub fn test_settings(db: &std::path::Path) -> Settings {
     let mut s = Settings::load(None).expect("default settings load");
     s.database.url = format!("sqlite:{}", db.display());
+    // A dead instance's bureaus pass to another within 3 s (tests that restart the gateway).
+    s.database.lease_secs = 3;
     s.sandbox.decision_delay_ms = 150;
     s.sandbox.sms_confirm_delay_ms = 250;
     s.sandbox.sms_time_factor = 2.0 / 86_400.0; // the 24 h SMS window lasts 2 s
@@ -47,7 +53,10 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
         Ok(admin_url) if !admin_url.is_empty() => {
             use sqlx::Executor;
             sqlx::any::install_default_drivers();
-            let name = format!("beian_test_{}_{}", std::process::id(), uuid_like());
+            // tests/run sets a prefix per run and drops that run's databases afterwards.
+            let prefix =
+                std::env::var("BEIAN_TEST_DB_PREFIX").unwrap_or_else(|_| "beian_test".into());
+            let name = format!("{prefix}_{}_{}", std::process::id(), uuid_like());
             let admin = sqlx::AnyPool::connect(&admin_url)
                 .await
                 .expect("PostgreSQL answers");

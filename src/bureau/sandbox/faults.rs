@@ -17,6 +17,8 @@ pub enum Fault {
     MsgCode { code: i64 },
     /// Answer this HTTP status with no SOAP body.
     Http { status: u16 },
+    /// Answer a SOAP Fault (HTTP 500, `soap:Server`) instead of processing.
+    SoapFault,
     /// Drop the connection without an answer.
     Reset,
     /// Wait this long before answering.

@@ -583,6 +583,7 @@ fn misbehave(app: &App, conn: &ConnKill, op: &str, fault: &Fault, doc: String) -
             (status, "sandbox fault").into_response()
         }
         Fault::Reset | Fault::LoseAnswer => conn.kill(),
+        Fault::SoapFault => soap_fault("Server", "sandbox fault: the service is unavailable"),
         Fault::Malformed => {
             let mut cut = envelope.len() / 2;
             while !envelope.is_char_boundary(cut) {

@@ -2,18 +2,17 @@
 //! only parses arguments and calls one of these.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio_cron_scheduler::{Job, JobScheduler};
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::admin;
 use crate::bureau::sandbox::{self, Extensions, SandboxConfig, SandboxHandle};
-use crate::calendar::Calendar;
 use crate::config::{Secret, Settings};
+use crate::daemon;
 use crate::domain::import::parse_file;
-use crate::pipeline::{CycleReport, Gateway};
+use crate::store::admin::Revision;
 use crate::store::{self, Store};
 
 /// Credentials the bundled sandbox uses when the configuration leaves them empty.
@@ -32,17 +31,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         })
 }
 
-/// A database URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redact_url;
 
 /// The files an import path names: a file, or every `*.json`/`*.jsonl` in a directory.
 fn import_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -66,6 +55,26 @@ fn import_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// `import PATH…`: each file all or nothing. Returns (new, unchanged, failed files).
 pub async fn import(store: &Store, paths: &[PathBuf]) -> anyhow::Result<(usize, usize, usize)> {
+    import_with(store, paths, false, "import").await
+}
+
+/// `import --revise PATH…`: corrected documents for known filings, each stored as the next
+/// revision (allowed before the bureau has the filing, or after its case ended without
+/// approval). Returns (revised, unchanged, failed filings).
+pub async fn import_revised(
+    store: &Store,
+    paths: &[PathBuf],
+    actor: &str,
+) -> anyhow::Result<(usize, usize, usize)> {
+    import_with(store, paths, true, actor).await
+}
+
+async fn import_with(
+    store: &Store,
+    paths: &[PathBuf],
+    revise: bool,
+    actor: &str,
+) -> anyhow::Result<(usize, usize, usize)> {
     let (mut new, mut unchanged, mut failed) = (0, 0, 0);
     for path in paths {
         for file in import_files(path)? {
@@ -85,7 +94,27 @@ pub async fn import(store: &Store, paths: &[PathBuf]) -> anyhow::Result<(usize, 
                     continue;
                 }
             };
-            match store.import(&filings, "import").await {
+            if revise {
+                for f in &filings {
+                    let r = store.revise(f, &admin::REVISABLE, actor).await?;
+                    match admin::describe_revision(&f.id, &r) {
+                        Ok(msg) => {
+                            eprintln!("{}: {msg}", file.display());
+                            if r == Revision::Unchanged {
+                                unchanged += 1;
+                            } else {
+                                new += 1;
+                            }
+                        }
+                        Err(msg) => {
+                            eprintln!("error: {}: {msg}", file.display());
+                            failed += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+            match store.import(&filings, actor).await {
                 Ok(s) => {
                     new += s.new;
                     unchanged += s.unchanged;
@@ -227,108 +256,48 @@ pub async fn start_sandbox_for(settings: &mut Settings) -> anyhow::Result<Sandbo
     Ok(handle)
 }
 
-/// Whether every filing is in a state that waits for a person.
-async fn all_settled(store: &Store) -> anyhow::Result<bool> {
-    let counts = store.counts().await?;
-    Ok(counts.iter().all(|(state, n)| {
-        *n == 0 || store::state::is_terminal(state) || state == store::state::HELD
-    }))
+/// `resubmit` / `--resubmit`: the admin flag on each filing; a refusal names the filing, its
+/// state and why.
+pub async fn resubmit(
+    store: &Store,
+    ids: &[String],
+    operator: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    for id in ids {
+        let from = admin::resubmit(store, id, operator, reason).await?;
+        eprintln!("{id}: marked for resubmission (was {from}); the next cycle sends a new attempt");
+    }
+    Ok(())
 }
 
-pub struct RunOptions {
-    pub exit_when_done: bool,
-    pub fast: bool,
-}
-
-/// `run`: the daemon. Schedules from config; a job still running is not started twice.
-pub async fn run(
-    settings: Arc<Settings>,
-    store: Store,
-    opts: RunOptions,
-) -> anyhow::Result<CycleReport> {
-    let gateway = Arc::new(Gateway::new(
-        store.clone(),
-        settings.clone(),
-        Calendar::weekdays_only(),
-    ));
-    let (submit_cron, poll_cron) = if opts.fast {
-        ("*/1 * * * * *".to_owned(), "*/1 * * * * *".to_owned())
+/// `status`: counts per state and province, at-risk and overdue lists.
+pub async fn status(store: &Store, settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let counts = store.counts_by_state_province().await?;
+    let risk = daemon::deadline_risk(store, settings).await?;
+    let view = admin::status_view(
+        &counts,
+        settings.status.at_risk_hours,
+        risk.at_risk,
+        risk.overdue,
+    );
+    if json {
+        println!("{}", serde_json::to_string(&view)?);
     } else {
-        (
-            settings.schedule.submit.clone(),
-            settings.schedule.poll.clone(),
-        )
+        print!("{}", admin::render_status(&view));
+    }
+    Ok(())
+}
+
+/// `show ID`: the filing's timeline.
+pub async fn show(store: &Store, id: &str, json: bool) -> anyhow::Result<()> {
+    let Some(t) = store.timeline(id).await? else {
+        bail!("no filing with id {id:?}");
     };
-    let mut scheduler = JobScheduler::new().await?;
-    let total = Arc::new(tokio::sync::Mutex::new(CycleReport::default()));
-    for (name, cron, poll) in [
-        ("schedule.submit", submit_cron, false),
-        ("schedule.poll", poll_cron, true),
-    ] {
-        let gw = gateway.clone();
-        let busy = Arc::new(tokio::sync::Mutex::new(()));
-        let total = total.clone();
-        let job = Job::new_async_tz(cron.as_str(), chrono_tz::Asia::Shanghai, move |_, _| {
-            let gw = gw.clone();
-            let busy = busy.clone();
-            let total = total.clone();
-            Box::pin(async move {
-                let Ok(_running) = busy.try_lock() else {
-                    return; // the previous run of this job is still going
-                };
-                let report = if poll {
-                    gw.poll_all().await
-                } else {
-                    let mut r = match gw.intake().await {
-                        Ok(r) => r,
-                        Err(e) => CycleReport {
-                            errors: vec![e.to_string()],
-                            ..Default::default()
-                        },
-                    };
-                    r.merge(gw.submit_all().await);
-                    r
-                };
-                for e in &report.errors {
-                    warn!(error = %e, "cycle error");
-                }
-                total.lock().await.merge(report);
-            })
-        })
-        .with_context(|| format!("configuration key {name}: invalid cron expression {cron:?}"))?;
-        scheduler.add(job).await?;
-    }
-    scheduler.start().await?;
-    info!("scheduler started");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                info!("interrupted; stopping");
-                break;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if opts.exit_when_done && all_settled(&store).await? {
-                    info!("every filing is settled; exiting");
-                    break;
-                }
-            }
-        }
-    }
-    scheduler.shutdown().await?;
-    let report = total.lock().await.clone();
-    Ok(report)
-}
-
-/// `once`: one full cycle (intake, submit, poll), then return its report.
-pub async fn once(settings: Arc<Settings>, store: Store) -> CycleReport {
-    let gateway = Gateway::new(store, settings, Calendar::weekdays_only());
-    gateway.cycle().await
-}
-
-/// `status`: counts per state.
-pub async fn status(store: &Store) -> anyhow::Result<()> {
-    for (state, n) in store.counts().await? {
-        println!("{state:<18} {n}");
+    if json {
+        println!("{}", serde_json::to_string(&t)?);
+    } else {
+        print!("{}", admin::render_timeline(&t));
     }
     Ok(())
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use beian_gateway::commands;
 use beian_gateway::config::Settings;
 use beian_gateway::telemetry::{self, LogFormat};
+use beian_gateway::{admin, commands, daemon};
 
 #[derive(Parser)]
 #[command(
@@ -30,9 +30,33 @@ struct Cli {
     command: Command,
 }
 
+/// Who did an admin action: `--operator`, else $BEIAN_OPERATOR, $SUDO_USER or $USER.
+#[derive(clap::Args, Clone)]
+struct Actor {
+    /// Why (recorded in the filing's events).
+    #[arg(long)]
+    reason: String,
+    /// Who (recorded in the filing's events).
+    #[arg(long)]
+    operator: Option<String>,
+}
+
+impl Actor {
+    fn operator(&self) -> String {
+        self.operator
+            .clone()
+            .or_else(|| {
+                ["BEIAN_OPERATOR", "SUDO_USER", "USER"]
+                    .iter()
+                    .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+            })
+            .unwrap_or_else(|| "admin".into())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// The daemon: submit and poll on the configured schedules until stopped.
+    /// The daemon: every job on its schedule until SIGTERM/SIGINT (systemd Type=notify).
     Run {
         /// Start the bundled sandbox bureau in-process and use it (fresh database var/sandbox.db).
         #[arg(long)]
@@ -43,18 +67,39 @@ enum Command {
         /// Exit once every filing is settled (approved, rejected, expired, needs_correction, held).
         #[arg(long)]
         exit_when_done: bool,
+        /// Mark these filings for resubmission first (needs --reason).
+        #[arg(long, value_name = "ID", num_args = 1.., requires = "reason")]
+        resubmit: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        operator: Option<String>,
     },
-    /// One full cycle (intake, submit, poll, write-back), then exit.
+    /// One full cycle (intake, submit, poll, write-back), then exit: 0 fine, 1 errors,
+    /// 2 something overdue, 3 configuration error. For cron.
     Once {
         #[arg(long)]
         sandbox: bool,
         #[arg(long = "import", value_name = "PATH")]
         import: Vec<PathBuf>,
+        /// Mark these filings for resubmission first (needs --reason).
+        #[arg(long, value_name = "ID", num_args = 1.., requires = "reason")]
+        resubmit: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        operator: Option<String>,
     },
     /// Import reviewed filings (files holding an object, an array or JSON Lines; directories).
     Import {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Corrected documents of known filings: each becomes the filing's next revision.
+        #[arg(long)]
+        revise: bool,
+        /// Who revised (with --revise; recorded in the events).
+        #[arg(long)]
+        operator: Option<String>,
     },
     /// Print filing outcomes (JSON Lines with --json).
     Export {
@@ -65,14 +110,57 @@ enum Command {
         #[arg(long)]
         state: Option<String>,
     },
-    /// Counts of filings per state.
-    Status,
+    /// Counts per state and province, filings at risk and overdue.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A filing's timeline: events, attempts, upload files, downloads and results.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a rejected, expired or corrected filing for resubmission (a new attempt).
+    Resubmit {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        actor: Actor,
+    },
+    /// Keep a filing from being submitted (only before the bureau has it).
+    Hold {
+        id: String,
+        #[command(flatten)]
+        actor: Actor,
+    },
+    /// Let a held filing be submitted again.
+    Release {
+        id: String,
+        #[command(flatten)]
+        actor: Actor,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Serve the sandbox bureau.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8990")]
         listen: String,
     },
 }
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it (secrets redacted); exit 3 when invalid.
+    Check,
+}
+
+const EXIT_ERRORS: u8 = 1;
+const EXIT_OVERDUE: u8 = 2;
+const EXIT_CONFIG: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -82,8 +170,15 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_ERRORS)
         }
+    }
+}
+
+fn actor_of(reason: Option<String>, operator: Option<String>) -> Actor {
+    Actor {
+        reason: reason.unwrap_or_default(),
+        operator,
     }
 }
 
@@ -92,7 +187,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(3));
+            return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
     if let Some(url) = cli.database_url {
@@ -103,6 +198,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             sandbox,
             import,
             exit_when_done,
+            resubmit,
+            reason,
+            operator,
         } => {
             let _sandbox = if sandbox {
                 fresh_sandbox_db(&mut settings)?;
@@ -115,10 +213,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (new, unchanged, failed) = commands::import(&store, &import).await?;
                 eprintln!("imported {new} filings ({unchanged} unchanged, {failed} files refused)");
             }
-            let report = commands::run(
+            if !resubmit.is_empty() {
+                let actor = actor_of(reason, operator);
+                commands::resubmit(&store, &resubmit, &actor.operator(), &actor.reason).await?;
+            }
+            let report = daemon::run(
                 Arc::new(settings),
                 store.clone(),
-                commands::RunOptions {
+                daemon::RunOptions {
                     exit_when_done,
                     fast: sandbox,
                 },
@@ -130,10 +232,16 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if report.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(EXIT_ERRORS)
             })
         }
-        Command::Once { sandbox, import } => {
+        Command::Once {
+            sandbox,
+            import,
+            resubmit,
+            reason,
+            operator,
+        } => {
             let _sandbox = if sandbox {
                 fresh_sandbox_db(&mut settings)?;
                 Some(commands::start_sandbox_for(&mut settings).await?)
@@ -144,32 +252,65 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if !import.is_empty() {
                 commands::import(&store, &import).await?;
             }
-            let report = commands::once(Arc::new(settings), store).await;
+            if !resubmit.is_empty() {
+                let actor = actor_of(reason, operator);
+                commands::resubmit(&store, &resubmit, &actor.operator(), &actor.reason).await?;
+            }
+            let outcome = daemon::once(Arc::new(settings), store).await?;
+            let report = &outcome.report;
             for e in &report.errors {
                 eprintln!("error: {e}");
             }
+            for o in &outcome.risk.overdue {
+                eprintln!(
+                    "overdue: {} ({}, {}) was due {}",
+                    o.id, o.province, o.state, o.deadline
+                );
+            }
             eprintln!(
-                "once: queued {}, needs correction {}, files sent {}, filings sent {}, downloads applied {}",
+                "once: queued {}, needs correction {}, files sent {}, filings sent {}, downloads applied {}, errors {}, overdue {}, at risk {}",
                 report.queued,
                 report.needs_correction,
                 report.files_sent,
                 report.filings_sent,
-                report.downloads_applied
+                report.downloads_applied,
+                report.errors.len(),
+                outcome.risk.overdue.len(),
+                outcome.risk.at_risk.len()
             );
-            Ok(if report.errors.is_empty() {
-                ExitCode::SUCCESS
+            Ok(if !outcome.risk.overdue.is_empty() {
+                ExitCode::from(EXIT_OVERDUE)
+            } else if !report.errors.is_empty() {
+                ExitCode::from(EXIT_ERRORS)
             } else {
-                ExitCode::from(1)
+                ExitCode::SUCCESS
             })
         }
-        Command::Import { paths } => {
+        Command::Import {
+            paths,
+            revise,
+            operator,
+        } => {
             let store = commands::open_store(&settings).await?;
-            let (new, unchanged, failed) = commands::import(&store, &paths).await?;
-            eprintln!("imported {new} filings ({unchanged} unchanged, {failed} files refused)");
+            let (new, unchanged, failed) = if revise {
+                let actor = actor_of(None, operator).operator();
+                let (revised, unchanged, failed) =
+                    commands::import_revised(&store, &paths, &actor).await?;
+                eprintln!("revised {revised} filings ({unchanged} unchanged, {failed} refused)");
+                (revised, unchanged, failed)
+            } else {
+                let r = commands::import(&store, &paths).await?;
+                eprintln!(
+                    "imported {} filings ({} unchanged, {} files refused)",
+                    r.0, r.1, r.2
+                );
+                r
+            };
+            let _ = (new, unchanged);
             Ok(if failed == 0 {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(EXIT_ERRORS)
             })
         }
         Command::Export { json, id, state } => {
@@ -177,9 +318,39 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::export(&store, id.as_deref(), state.as_deref(), json).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status => {
+        Command::Status { json } => {
             let store = commands::open_store(&settings).await?;
-            commands::status(&store).await?;
+            commands::status(&store, &settings, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { id, json } => {
+            let store = commands::open_store(&settings).await?;
+            commands::show(&store, &id, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resubmit { ids, actor } => {
+            let store = commands::open_store(&settings).await?;
+            commands::resubmit(&store, &ids, &actor.operator(), &actor.reason).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hold { id, actor } => {
+            let store = commands::open_store(&settings).await?;
+            let from = admin::hold(&store, &id, &actor.operator(), &actor.reason).await?;
+            eprintln!("{id}: held (was {from})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Release { id, actor } => {
+            let store = commands::open_store(&settings).await?;
+            admin::release(&store, &id, &actor.operator(), &actor.reason).await?;
+            eprintln!("{id}: released; intake queues it again");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            // Settings::load validated everything already (an invalid one exits 3 above).
+            println!("{}", settings.redacted_json());
+            eprintln!("configuration is valid");
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox { listen } => {

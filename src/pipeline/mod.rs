@@ -66,6 +66,8 @@ pub struct Gateway {
     clients: Mutex<HashMap<String, Arc<BureauClient>>>,
     /// One sender per bureau at a time within this process.
     bureau_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Set on shutdown: the submit loop stops claiming and sending between files.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -76,7 +78,17 @@ impl Gateway {
             calendar,
             clients: Mutex::new(HashMap::new()),
             bureau_locks: Mutex::new(HashMap::new()),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Shutdown: no new claims and no new sends from now on; uploads in flight finish.
+    pub fn stop_claiming(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     pub fn store(&self) -> &Store {
@@ -182,6 +194,7 @@ impl Gateway {
     }
 
     /// One full cycle: intake, submit to every bureau with work, poll every bureau.
+    #[tracing::instrument(name = "cycle", skip(self))]
     pub async fn cycle(&self) -> CycleReport {
         let mut report = match self.intake().await {
             Ok(r) => r,
@@ -196,6 +209,7 @@ impl Gateway {
     }
 
     /// Submits queued filings to every bureau that has some; bureaus proceed in parallel.
+    #[tracing::instrument(name = "submit_all", skip(self))]
     pub async fn submit_all(&self) -> CycleReport {
         let provinces = match self.store.active_provinces().await {
             Ok(p) => p,
@@ -213,6 +227,7 @@ impl Gateway {
             match r {
                 Ok(r) => report.merge(r),
                 Err(e) => {
+                    crate::telemetry::count_error(province, "submit");
                     tracing::warn!(province = %province, error = %e, "submit failed");
                     report.errors.push(format!("{province}: {e}"));
                 }
@@ -222,6 +237,7 @@ impl Gateway {
     }
 
     /// Downloads and applies results from every bureau that may have some.
+    #[tracing::instrument(name = "poll_all", skip(self))]
     pub async fn poll_all(&self) -> CycleReport {
         let provinces = match self.store.active_provinces().await {
             Ok(p) => p,
@@ -239,6 +255,7 @@ impl Gateway {
             match r {
                 Ok(r) => report.merge(r),
                 Err(e) => {
+                    crate::telemetry::count_error(province, "poll");
                     tracing::warn!(province = %province, error = %e, "poll failed");
                     report.errors.push(format!("{province}: {e}"));
                 }

@@ -1,7 +1,7 @@
 //! Submitting to one bureau: the ordered upload stream. Unconfirmed files go first (same
 //! bytes, same dataSequence), then new batches are claimed and stored before they are sent.
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{CycleReport, Gateway, PipelineError};
 use crate::bureau::client::{ClientError, FaultClass, UploadOutcome};
@@ -10,12 +10,14 @@ use crate::store::{StoreError, UploadFile};
 
 impl Gateway {
     /// Everything one bureau needs this cycle: resend unconfirmed files, then claim and send
-    /// new batches until its queue is empty.
+    /// new batches until its queue is empty — or until shutdown, checked between files.
+    #[tracing::instrument(name = "submit", skip(self))]
     pub async fn submit_province(&self, province: &str) -> Result<CycleReport, PipelineError> {
         let lock = self.bureau_lock(province).await;
         let _sender = lock.lock().await;
         let mut report = CycleReport::default();
         let bureau = self.store.bureau(province).await?;
+        crate::telemetry::set_circuit(province, bureau.paused_reason.is_some());
         if let Some(reason) = bureau.paused_reason {
             warn!(province, reason = %reason, "bureau paused; not submitting");
             return Ok(report);
@@ -32,6 +34,10 @@ impl Gateway {
             }
         }
         loop {
+            if self.is_stopping() {
+                info!(province, "shutting down; no more claims or sends");
+                break;
+            }
             if let Some(file) = self.store.pending_upload(province).await? {
                 let filings = self.send_file(province, &file).await?;
                 report.files_sent += 1;
@@ -61,7 +67,13 @@ impl Gateway {
                 .store_upload(province, batch.expected_last, &batch.file, &batch.attempts)
                 .await
             {
-                Ok(_) => return Ok(true),
+                Ok(_) => {
+                    for a in &batch.attempts {
+                        tracing::debug_span!("filing", filing = %a.filing_id, province, data_sequence = batch.file.data_sequence)
+                            .in_scope(|| debug!(attempt = a.attempt_no, "claimed into an upload file"));
+                    }
+                    return Ok(true);
+                }
                 Err(StoreError::StreamMoved { .. }) => {
                     // Something changed under the claim (an admin hold, a correction): nothing
                     // was sent; build again from the current queue.
@@ -78,16 +90,19 @@ impl Gateway {
     }
 
     /// Sends one stored file exactly once; returns how many filings it carried.
+    #[tracing::instrument(name = "upload", skip(self, file), fields(data_sequence = file.data_sequence))]
     async fn send_file(&self, province: &str, file: &UploadFile) -> Result<usize, PipelineError> {
         let client = self.client(province).await?;
         let packed = package::pack_zip(file.zip.clone(), client.account().aes.as_ref());
         self.store.mark_sent(file.id).await?;
         let mut gap_repairs = 0;
         loop {
-            match client
+            let started = std::time::Instant::now();
+            let sent = client
                 .upload_exactly_once(file.data_sequence, &packed)
-                .await
-            {
+                .await;
+            crate::telemetry::bureau_latency(province, "upload", started.elapsed());
+            match sent {
                 Ok(outcome) => {
                     let how = match outcome {
                         UploadOutcome::Accepted => "accepted",
@@ -95,7 +110,9 @@ impl Gateway {
                     };
                     info!(province, data_sequence = file.data_sequence, file = %file.file_name, how, "upload arrived");
                     self.store.mark_arrived(file.id, how).await?;
-                    return Ok(self.store.filings_in_upload(file.id).await?);
+                    let filings = self.store.filings_in_upload(file.id).await?;
+                    crate::telemetry::count_submissions(province, how, filings);
+                    return Ok(filings);
                 }
                 Err(e) => match e.class() {
                     FaultClass::Gap(missing) if gap_repairs < 3 => {
@@ -112,6 +129,7 @@ impl Gateway {
                     _ => {
                         // Still unknown or refused for now: the file stays pending with its
                         // number; the next cycle reconciles and sends the same bytes.
+                        crate::telemetry::count_error(province, "upload");
                         self.store
                             .alarm(
                                 Some(province),
@@ -161,6 +179,8 @@ impl Gateway {
 
     async fn pause(&self, province: &str, e: &ClientError) -> Result<(), PipelineError> {
         warn!(province, error = %e, "pausing bureau");
+        crate::telemetry::count_error(province, "paused");
+        crate::telemetry::set_circuit(province, true);
         self.store.pause_bureau(province, &e.to_string()).await?;
         Ok(())
     }

@@ -64,7 +64,13 @@ async fn resubmit_after_rejection_is_approved_once_the_document_is_corrected() {
     // The corrected document becomes revision 2; then the admin flag.
     let out = admin(
         &url,
-        &["import", "--revise", &corrected(env.dir.path()), "--operator", "alice"],
+        &[
+            "import",
+            "--revise",
+            &corrected(env.dir.path()),
+            "--operator",
+            "alice",
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("revision 2"), "{}", stderr(&out));
@@ -98,7 +104,12 @@ async fn resubmit_after_rejection_is_approved_once_the_document_is_corrected() {
 
     // Each attempt is its own bureau case (new provider ids), none twice.
     let stats = env.sandbox.stats();
-    assert_eq!(stats.cases_by_identity.len(), 2, "{:?}", stats.cases_by_identity);
+    assert_eq!(
+        stats.cases_by_identity.len(),
+        2,
+        "{:?}",
+        stats.cases_by_identity
+    );
     assert!(stats.cases_by_identity.values().all(|n| *n == 1));
 
     // An approved filing cannot be resubmitted: the bureau's record exists.
@@ -112,8 +123,14 @@ async fn resubmit_after_rejection_is_approved_once_the_document_is_corrected() {
     let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let attempts = t["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
-    assert_eq!(attempts[0]["upload"]["dataSequence"], first_upload.data_sequence);
-    assert_eq!(attempts[1]["upload"]["dataSequence"], second_upload.data_sequence);
+    assert_eq!(
+        attempts[0]["upload"]["dataSequence"],
+        first_upload.data_sequence
+    );
+    assert_eq!(
+        attempts[1]["upload"]["dataSequence"],
+        second_upload.data_sequence
+    );
     assert_eq!(attempts[0]["records"][0]["status"], "rejected");
     assert_eq!(attempts[1]["records"][0]["status"], "approved");
     let events = t["events"].as_array().unwrap();
@@ -123,38 +140,72 @@ async fn resubmit_after_rejection_is_approved_once_the_document_is_corrected() {
         .expect("resubmit event");
     assert_eq!(resubmit["actor"], "alice");
     assert_eq!(resubmit["detail"]["reason"], "website name corrected");
-    assert!(events.iter().any(|e| e["kind"] == "revised" && e["actor"] == "alice"));
-    assert!(!t["results"].as_array().unwrap().is_empty(), "downloads listed");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "revised" && e["actor"] == "alice")
+    );
+    assert!(
+        !t["results"].as_array().unwrap().is_empty(),
+        "downloads listed"
+    );
     let human = admin(&url, &["show", id]);
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("admin.resubmit") && text.contains("dataSequence"), "{text}");
+    assert!(
+        text.contains("admin.resubmit") && text.contains("dataSequence"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_and_release_before_the_bureau_has_it() {
     let env = common::start(|_| {}).await;
     let url = env.settings.database.url.clone();
-    beian_gateway::commands::import(
-        &env.store,
-        &[common::fixtures().join("filings/first.json")],
-    )
-    .await
-    .unwrap();
-    let out = admin(&url, &["hold", "F-FIRST-001", "--reason", "customer asked", "--operator", "bob"]);
+    beian_gateway::commands::import(&env.store, &[common::fixtures().join("filings/first.json")])
+        .await
+        .unwrap();
+    let out = admin(
+        &url,
+        &[
+            "hold",
+            "F-FIRST-001",
+            "--reason",
+            "customer asked",
+            "--operator",
+            "bob",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     env.gateway.cycle().await;
     let o = env.outcomes().await["F-FIRST-001"].clone();
     assert_eq!(o.state, "held");
     assert!(o.upload.is_none(), "a held filing is not sent");
     let out = admin(&url, &["resubmit", "F-FIRST-001", "--reason", "x"]);
-    assert!(stderr(&out).contains("release it instead"), "{}", stderr(&out));
-    let out = admin(&url, &["release", "F-FIRST-001", "--reason", "go ahead", "--operator", "bob"]);
+    assert!(
+        stderr(&out).contains("release it instead"),
+        "{}",
+        stderr(&out)
+    );
+    let out = admin(
+        &url,
+        &[
+            "release",
+            "F-FIRST-001",
+            "--reason",
+            "go ahead",
+            "--operator",
+            "bob",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     env.settle(Duration::from_secs(30)).await;
     assert_eq!(env.outcomes().await["F-FIRST-001"].state, "approved");
     let events = env.store.events("F-FIRST-001").await.unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
-    assert!(kinds.contains(&"admin.hold") && kinds.contains(&"admin.release"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"admin.hold") && kinds.contains(&"admin.release"),
+        "{kinds:?}"
+    );
     let status = admin(&url, &["status"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("approved"));
 }

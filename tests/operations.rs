@@ -99,7 +99,10 @@ impl SandboxProcess {
             .expect("sandbox starts");
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "sandbox listens");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "sandbox listens"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { child, port }
@@ -195,7 +198,10 @@ async fn run_stops_gracefully_mid_batch_and_a_restart_finishes_every_filing_once
     let imported = run_to_end(
         &db,
         &env,
-        &["import", &common::fixtures().join("filings").display().to_string()],
+        &[
+            "import",
+            &common::fixtures().join("filings").display().to_string(),
+        ],
     );
     assert!(imported.status.success());
 
@@ -230,10 +236,7 @@ async fn run_stops_gracefully_mid_batch_and_a_restart_finishes_every_filing_once
             assert!(sent < outcomes.len(), "the signal comes mid-batch");
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "uploads begin"
-        );
+        assert!(started.elapsed() < Duration::from_secs(60), "uploads begin");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let metrics = reqwest::get(admin_url(&env, "/metrics"))
@@ -338,14 +341,22 @@ async fn once_exit_codes_0_1_2_3() {
 
     // 1: the bureau does not answer; the fresh filing is not overdue yet.
     let db1 = dir.path().join("err.db");
-    assert!(run_to_end(&db1, &dead_env, &["import", &fresh]).status.success());
+    assert!(
+        run_to_end(&db1, &dead_env, &["import", &fresh])
+            .status
+            .success()
+    );
     let out = run_to_end(&db1, &dead_env, &["once"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
 
     // 2: the bureau does not answer and a filing reviewed in March is past its deadline.
     let db2 = dir.path().join("late.db");
-    assert!(run_to_end(&db2, &dead_env, &["import", &old]).status.success());
+    assert!(
+        run_to_end(&db2, &dead_env, &["import", &old])
+            .status
+            .success()
+    );
     let out = run_to_end(&db2, &dead_env, &["once"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -470,7 +481,11 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["bureau"]["password"], "***");
     assert_eq!(v["bureau"]["aes_key"], "***");
@@ -534,7 +549,10 @@ fn pii_values() -> Vec<String> {
 #[test]
 fn no_pii_from_the_fixtures_in_debug_logs_of_a_full_run() {
     let pii = pii_values();
-    assert!(pii.len() > 20, "the fixtures carry PII to look for: {pii:?}");
+    assert!(
+        pii.len() > 20,
+        "the fixtures carry PII to look for: {pii:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("g.db");
     let out = Command::new(bin())
@@ -564,8 +582,14 @@ fn no_pii_from_the_fixtures_in_debug_logs_of_a_full_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{logs}");
-    assert!(logs.contains("DEBUG") || logs.contains("\"level\":\"DEBUG\""), "debug logs on");
-    assert!(logs.contains("F-FIRST-REJ") && logs.contains("approved"), "a full run");
+    assert!(
+        logs.contains("DEBUG") || logs.contains("\"level\":\"DEBUG\""),
+        "debug logs on"
+    );
+    assert!(
+        logs.contains("F-FIRST-REJ") && logs.contains("approved"),
+        "a full run"
+    );
     for value in &pii {
         assert!(
             !logs.contains(value.as_str()),

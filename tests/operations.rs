@@ -523,10 +523,11 @@ fn pii_values() -> Vec<String> {
                     // A website's or app's name is not about a person; the subject and
                     // every principal are.
                     let inside = key == "subject" || key == "principal";
-                    if inside && PII.contains(&k.as_str()) {
-                        if let Some(s) = v.as_str() {
-                            out.push(s.to_owned());
-                        }
+                    if inside
+                        && PII.contains(&k.as_str())
+                        && let Some(s) = v.as_str()
+                    {
+                        out.push(s.to_owned());
                     }
                     walk(v, k, out);
                 }

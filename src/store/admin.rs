@@ -377,17 +377,14 @@ impl Store {
         {
             let attempt_id: i64 = r.get(0);
             let seq: Option<i64> = r.get(4);
-            let upload = match seq {
-                Some(data_sequence) => Some(TimelineUpload {
-                    data_sequence,
-                    file: r.get::<Option<String>, _>(5).unwrap_or_default(),
-                    status: r.get::<Option<String>, _>(6).unwrap_or_default(),
-                    created_at: r.get::<Option<String>, _>(7).unwrap_or_default(),
-                    sent_at: r.get(8),
-                    arrived_at: r.get(9),
-                }),
-                None => None,
-            };
+            let upload = seq.map(|data_sequence| TimelineUpload {
+                data_sequence,
+                file: r.get::<Option<String>, _>(5).unwrap_or_default(),
+                status: r.get::<Option<String>, _>(6).unwrap_or_default(),
+                created_at: r.get::<Option<String>, _>(7).unwrap_or_default(),
+                sent_at: r.get(8),
+                arrived_at: r.get(9),
+            });
             let mut records = Vec::new();
             for rr in sqlx::query(
                 "SELECT czlx, jlid, part, status, codes, decided_at FROM attempt_records WHERE attempt_id = $1 ORDER BY id",

@@ -598,3 +598,40 @@ fn no_pii_from_the_fixtures_in_debug_logs_of_a_full_run() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_while_the_first_waits_for_uploads() {
+    // A bureau that accepts connections and never answers: the submit job hangs in flight.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let mut env = gateway_env(port);
+    env.push(("BEIAN__BUREAU__REQUEST_TIMEOUT_SECS".into(), "120".into()));
+    env.push(("BEIAN__DAEMON__SHUTDOWN_GRACE_SECS".into(), "120".into()));
+    let fresh = fresh_first(dir.path()).display().to_string();
+    assert!(run_to_end(&db, &env, &["import", &fresh]).status.success());
+    let mut daemon = command(&db, &env, &["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !matches!(reqwest::get(admin_url(&env, "/healthz")).await, Ok(r) if r.status() == 200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "daemon ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&daemon, "TERM");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the first signal waits for the job in flight"
+    );
+    let t = Instant::now();
+    signal(&daemon, "INT");
+    let status = wait_with_timeout(&mut daemon, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    assert!(t.elapsed() < Duration::from_secs(5), "at once");
+    drop(silent);
+}

@@ -209,3 +209,47 @@ async fn hold_and_release_before_the_bureau_has_it() {
     let status = admin(&url, &["status"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("approved"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_never_sent_is_released_and_sent_later_under_the_same_number() {
+    let env = common::start(|s| s.bureau.allow_default_codes = true).await;
+    beian_gateway::commands::import(&env.store, &[common::fixtures().join("filings/first.json")])
+        .await
+        .unwrap();
+    env.gateway.intake().await.unwrap();
+    let mut report = beian_gateway::pipeline::CycleReport::default();
+    assert!(env.gateway.claim("110000", &mut report).await.unwrap());
+    assert_eq!(env.outcomes().await["F-FIRST-001"].state, "submitting");
+    // Not stale yet: nothing released.
+    let long_ago = "2000-01-01T00:00:00+08:00";
+    assert!(
+        env.store
+            .release_unsent("110000", long_ago)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let released = env.store.release_unsent("110000", "9999").await.unwrap();
+    assert_eq!(released, vec!["F-FIRST-001".to_owned()]);
+    let o = env.outcomes().await["F-FIRST-001"].clone();
+    assert_eq!((o.state.as_str(), o.attempts), ("queued", 0), "{o:?}");
+    assert_eq!(env.store.bureau("110000").await.unwrap().last_sequence, 0);
+    env.settle(Duration::from_secs(30)).await;
+    let o = env.outcomes().await["F-FIRST-001"].clone();
+    assert_eq!((o.state.as_str(), o.attempts), ("approved", 1), "{o:?}");
+    assert_eq!(
+        o.upload.unwrap().data_sequence,
+        1,
+        "the number was reused: the bureau never saw it"
+    );
+    assert_eq!(env.sandbox.stats().accepted_sequences("110000"), vec![1]);
+    let kinds: Vec<String> = env
+        .store
+        .events("F-FIRST-001")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(kinds.contains(&"released".to_owned()), "{kinds:?}");
+}

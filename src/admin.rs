@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::store::admin::{DeadlineItem, Revision, Timeline};
+use crate::store::admin::{DeadlineItem, FilingBrief, Revision, Timeline};
 use crate::store::{Store, StoreError, state};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,13 @@ pub const REVISABLE: [&str; 6] = [
     state::EXPIRED,
 ];
 
+async fn brief_of(store: &Store, id: &str) -> Result<FilingBrief, AdminError> {
+    store
+        .filing_brief(id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(id.to_owned()))
+}
+
 /// `resubmit ID`: the admin flag. Returns the state it left.
 pub async fn resubmit(
     store: &Store,
@@ -74,10 +81,7 @@ pub async fn resubmit(
     operator: &str,
     reason: &str,
 ) -> Result<String, AdminError> {
-    let brief = store
-        .filing_brief(id)
-        .await?
-        .ok_or_else(|| AdminError::NotFound(id.to_owned()))?;
+    let brief = brief_of(store, id).await?;
     let corrected = store.corrected_since_findings(id).await?;
     if let Some(why) = resubmit_refusal(&brief.state, corrected) {
         return Err(AdminError::Refused {
@@ -100,10 +104,7 @@ pub async fn hold(
     operator: &str,
     reason: &str,
 ) -> Result<String, AdminError> {
-    let brief = store
-        .filing_brief(id)
-        .await?
-        .ok_or_else(|| AdminError::NotFound(id.to_owned()))?;
+    let brief = brief_of(store, id).await?;
     if !holdable(&brief.state) {
         return Err(AdminError::Refused {
             id: id.to_owned(),
@@ -126,10 +127,7 @@ pub async fn release(
     operator: &str,
     reason: &str,
 ) -> Result<(), AdminError> {
-    let brief = store
-        .filing_brief(id)
-        .await?
-        .ok_or_else(|| AdminError::NotFound(id.to_owned()))?;
+    let brief = brief_of(store, id).await?;
     if brief.state != state::HELD {
         return Err(AdminError::Refused {
             id: id.to_owned(),

@@ -54,6 +54,33 @@ impl Actor {
     }
 }
 
+/// `run --resubmit ID… --reason TEXT` / `once --resubmit …`: the admin flag before starting.
+#[derive(clap::Args, Clone)]
+struct ResubmitFirst {
+    /// Mark these filings for resubmission first (needs --reason).
+    #[arg(long, value_name = "ID", num_args = 1.., requires = "reason")]
+    resubmit: Vec<String>,
+    /// Why (with --resubmit).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who (with --resubmit).
+    #[arg(long)]
+    operator: Option<String>,
+}
+
+impl ResubmitFirst {
+    async fn apply(self, store: &beian_gateway::store::Store) -> anyhow::Result<()> {
+        if self.resubmit.is_empty() {
+            return Ok(());
+        }
+        let actor = Actor {
+            reason: self.reason.unwrap_or_default(),
+            operator: self.operator,
+        };
+        commands::resubmit(store, &self.resubmit, &actor.operator(), &actor.reason).await
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The daemon: every job on its schedule until SIGTERM/SIGINT (systemd Type=notify).
@@ -67,13 +94,8 @@ enum Command {
         /// Exit once every filing is settled (approved, rejected, expired, needs_correction, held).
         #[arg(long)]
         exit_when_done: bool,
-        /// Mark these filings for resubmission first (needs --reason).
-        #[arg(long, value_name = "ID", num_args = 1.., requires = "reason")]
-        resubmit: Vec<String>,
-        #[arg(long)]
-        reason: Option<String>,
-        #[arg(long)]
-        operator: Option<String>,
+        #[command(flatten)]
+        resubmit: ResubmitFirst,
     },
     /// One full cycle (intake, submit, poll, write-back), then exit: 0 fine, 1 errors,
     /// 2 something overdue, 3 configuration error. For cron.
@@ -82,13 +104,8 @@ enum Command {
         sandbox: bool,
         #[arg(long = "import", value_name = "PATH")]
         import: Vec<PathBuf>,
-        /// Mark these filings for resubmission first (needs --reason).
-        #[arg(long, value_name = "ID", num_args = 1.., requires = "reason")]
-        resubmit: Vec<String>,
-        #[arg(long)]
-        reason: Option<String>,
-        #[arg(long)]
-        operator: Option<String>,
+        #[command(flatten)]
+        resubmit: ResubmitFirst,
     },
     /// Import reviewed filings (files holding an object, an array or JSON Lines; directories).
     Import {
@@ -175,13 +192,6 @@ async fn main() -> ExitCode {
     }
 }
 
-fn actor_of(reason: Option<String>, operator: Option<String>) -> Actor {
-    Actor {
-        reason: reason.unwrap_or_default(),
-        operator,
-    }
-}
-
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -199,8 +209,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             import,
             exit_when_done,
             resubmit,
-            reason,
-            operator,
         } => {
             let _sandbox = if sandbox {
                 fresh_sandbox_db(&mut settings)?;
@@ -213,10 +221,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (new, unchanged, failed) = commands::import(&store, &import).await?;
                 eprintln!("imported {new} filings ({unchanged} unchanged, {failed} files refused)");
             }
-            if !resubmit.is_empty() {
-                let actor = actor_of(reason, operator);
-                commands::resubmit(&store, &resubmit, &actor.operator(), &actor.reason).await?;
-            }
+            resubmit.apply(&store).await?;
             let report = daemon::run(
                 Arc::new(settings),
                 store.clone(),
@@ -244,8 +249,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             sandbox,
             import,
             resubmit,
-            reason,
-            operator,
         } => {
             let _sandbox = if sandbox {
                 fresh_sandbox_db(&mut settings)?;
@@ -257,10 +260,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if !import.is_empty() {
                 commands::import(&store, &import).await?;
             }
-            if !resubmit.is_empty() {
-                let actor = actor_of(reason, operator);
-                commands::resubmit(&store, &resubmit, &actor.operator(), &actor.reason).await?;
-            }
+            resubmit.apply(&store).await?;
             let outcome = daemon::once(Arc::new(settings), store).await?;
             let report = &outcome.report;
             for e in &report.errors {
@@ -298,7 +298,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = commands::open_store(&settings).await?;
             let (new, unchanged, failed) = if revise {
-                let actor = actor_of(None, operator).operator();
+                let actor = Actor {
+                    reason: String::new(),
+                    operator,
+                }
+                .operator();
                 let (revised, unchanged, failed) =
                     commands::import_revised(&store, &paths, &actor).await?;
                 eprintln!("revised {revised} filings ({unchanged} unchanged, {failed} refused)");

@@ -21,7 +21,7 @@ use chrono::{
 use serde::Deserialize;
 
 /// How a deadline is counted from `reviewedAt` (config `calendar.deadline_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadlinePolicy {
     /// 24 hours of working-day clock (the default).

@@ -2,18 +2,17 @@
 //! only parses arguments and calls one of these.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio_cron_scheduler::{Job, JobScheduler};
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::admin;
 use crate::bureau::sandbox::{self, Extensions, SandboxConfig, SandboxHandle};
-use crate::calendar::Calendar;
 use crate::config::{Secret, Settings};
+use crate::daemon;
 use crate::domain::import::parse_file;
-use crate::pipeline::{CycleReport, Gateway};
+use crate::store::admin::Revision;
 use crate::store::{self, Store};
 
 /// Credentials the bundled sandbox uses when the configuration leaves them empty.
@@ -32,17 +31,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         })
 }
 
-/// A database URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redact_url;
 
 /// The files an import path names: a file, or every `*.json`/`*.jsonl` in a directory.
 fn import_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -66,6 +55,26 @@ fn import_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// `import PATH…`: each file all or nothing. Returns (new, unchanged, failed files).
 pub async fn import(store: &Store, paths: &[PathBuf]) -> anyhow::Result<(usize, usize, usize)> {
+    import_with(store, paths, false, "import").await
+}
+
+/// `import --revise PATH…`: corrected documents for known filings, each stored as the next
+/// revision (allowed before the bureau has the filing, or after its case ended without
+/// approval). Returns (revised, unchanged, failed filings).
+pub async fn import_revised(
+    store: &Store,
+    paths: &[PathBuf],
+    actor: &str,
+) -> anyhow::Result<(usize, usize, usize)> {
+    import_with(store, paths, true, actor).await
+}
+
+async fn import_with(
+    store: &Store,
+    paths: &[PathBuf],
+    revise: bool,
+    actor: &str,
+) -> anyhow::Result<(usize, usize, usize)> {
     let (mut new, mut unchanged, mut failed) = (0, 0, 0);
     for path in paths {
         for file in import_files(path)? {
@@ -85,7 +94,27 @@ pub async fn import(store: &Store, paths: &[PathBuf]) -> anyhow::Result<(usize, 
                     continue;
                 }
             };
-            match store.import(&filings, "import").await {
+            if revise {
+                for f in &filings {
+                    let r = store.revise(f, &admin::REVISABLE, actor).await?;
+                    match admin::describe_revision(&f.id, &r) {
+                        Ok(msg) => {
+                            eprintln!("{}: {msg}", file.display());
+                            if r == Revision::Unchanged {
+                                unchanged += 1;
+                            } else {
+                                new += 1;
+                            }
+                        }
+                        Err(msg) => {
+                            eprintln!("error: {}: {msg}", file.display());
+                            failed += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+            match store.import(&filings, actor).await {
                 Ok(s) => {
                     new += s.new;
                     unchanged += s.unchanged;
@@ -227,136 +256,61 @@ pub async fn start_sandbox_for(settings: &mut Settings) -> anyhow::Result<Sandbo
     Ok(handle)
 }
 
-/// Whether every filing is in a state that waits for a person.
-async fn all_settled(store: &Store) -> anyhow::Result<bool> {
-    let counts = store.counts().await?;
-    Ok(counts.iter().all(|(state, n)| {
-        *n == 0 || store::state::is_terminal(state) || state == store::state::HELD
-    }))
+/// `resubmit` / `--resubmit`: the admin flag on each filing; a refusal names the filing, its
+/// state and why.
+pub async fn resubmit(
+    store: &Store,
+    ids: &[String],
+    operator: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    for id in ids {
+        let from = admin::resubmit(store, id, operator, reason).await?;
+        eprintln!("{id}: marked for resubmission (was {from}); the next cycle sends a new attempt");
+    }
+    Ok(())
 }
 
-pub struct RunOptions {
-    pub exit_when_done: bool,
-    pub fast: bool,
-}
-
-/// `run`: the daemon. Schedules from config; a job still running is not started twice.
-pub async fn run(
-    settings: Arc<Settings>,
-    store: Store,
-    opts: RunOptions,
-) -> anyhow::Result<CycleReport> {
-    let calendar = load_calendar(&settings);
-    calendar_covered(&calendar, &settings, store::now().date_naive());
-    let gateway = Arc::new(Gateway::new(
-        store.clone(),
-        settings.clone(),
-        calendar.clone(),
-    ));
-    let (submit_cron, poll_cron) = if opts.fast {
-        ("*/1 * * * * *".to_owned(), "*/1 * * * * *".to_owned())
+/// `status`: counts per state and province, at-risk and overdue lists.
+pub async fn status(store: &Store, settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let counts = store.counts_by_state_province().await?;
+    let risk = daemon::deadline_risk(store, settings).await?;
+    let view = admin::status_view(
+        &counts,
+        settings.status.at_risk_hours,
+        risk.at_risk,
+        risk.overdue,
+    );
+    if json {
+        println!("{}", serde_json::to_string(&view)?);
     } else {
-        (
-            settings.schedule.submit.clone(),
-            settings.schedule.poll.clone(),
-        )
-    };
-    let mut scheduler = JobScheduler::new().await?;
-    let total = Arc::new(tokio::sync::Mutex::new(CycleReport::default()));
-    for (name, cron, poll) in [
-        ("schedule.submit", submit_cron, false),
-        ("schedule.poll", poll_cron, true),
-    ] {
-        let gw = gateway.clone();
-        let busy = Arc::new(tokio::sync::Mutex::new(()));
-        let total = total.clone();
-        let job = Job::new_async_tz(cron.as_str(), chrono_tz::Asia::Shanghai, move |_, _| {
-            let gw = gw.clone();
-            let busy = busy.clone();
-            let total = total.clone();
-            Box::pin(async move {
-                let Ok(_running) = busy.try_lock() else {
-                    return; // the previous run of this job is still going
-                };
-                let report = if poll {
-                    gw.poll_all().await
-                } else {
-                    let mut r = match gw.intake().await {
-                        Ok(r) => r,
-                        Err(e) => CycleReport {
-                            errors: vec![e.to_string()],
-                            ..Default::default()
-                        },
-                    };
-                    r.merge(gw.submit_all().await);
-                    r
-                };
-                for e in &report.errors {
-                    warn!(error = %e, "cycle error");
-                }
-                total.lock().await.merge(report);
-            })
-        })
-        .with_context(|| format!("configuration key {name}: invalid cron expression {cron:?}"))?;
-        scheduler.add(job).await?;
+        print!("{}", admin::render_status(&view));
     }
-    // The calendar coverage alarm, daily at 08:00, and the at-risk / overdue report with it.
-    {
-        let settings = settings.clone();
-        let store = store.clone();
-        let job = Job::new_async_tz("0 0 8 * * *", chrono_tz::Asia::Shanghai, move |_, _| {
-            let calendar = calendar.clone();
-            let settings = settings.clone();
-            let store = store.clone();
-            Box::pin(async move {
-                calendar_covered(&calendar, &settings, store::now().date_naive());
-                if let Err(e) = log_deadlines(&store, &settings).await {
-                    warn!(error = %e, "deadline report failed");
-                }
-            })
-        })
-        .context("the daily calendar check")?;
-        scheduler.add(job).await?;
-    }
-    scheduler.start().await?;
-    info!("scheduler started");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                info!("interrupted; stopping");
-                break;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if opts.exit_when_done && all_settled(&store).await? {
-                    info!("every filing is settled; exiting");
-                    break;
-                }
-            }
-        }
-    }
-    scheduler.shutdown().await?;
-    gateway.release_leases().await?;
-    let report = total.lock().await.clone();
-    Ok(report)
+    Ok(())
 }
 
-/// `once`: one full cycle (intake, submit, poll), then return its report.
-pub async fn once(settings: Arc<Settings>, store: Store) -> CycleReport {
-    let calendar = load_calendar(&settings);
-    calendar_covered(&calendar, &settings, store::now().date_naive());
-    let gateway = Gateway::new(store, settings, calendar);
-    gateway.cycle().await
+/// `show ID`: the filing's timeline.
+pub async fn show(store: &Store, id: &str, json: bool) -> anyhow::Result<()> {
+    let Some(t) = store.timeline(id).await? else {
+        bail!("no filing with id {id:?}");
+    };
+    if json {
+        println!("{}", serde_json::to_string(&t)?);
+    } else {
+        print!("{}", admin::render_timeline(&t));
+    }
+    Ok(())
 }
 
 /// The official calendar from `calendar.dir` with the configured deadline policy. A directory
 /// that cannot be read is an error-level log and plain weekdays, never a failed start.
-pub fn load_calendar(settings: &Settings) -> Calendar {
+pub fn load_calendar(settings: &Settings) -> crate::calendar::Calendar {
     let c = &settings.calendar;
-    match Calendar::load(&c.dir) {
+    match crate::calendar::Calendar::load(&c.dir) {
         Ok(cal) => cal.with_policy(c.deadline_policy),
         Err(e) => {
             tracing::error!(error = %e, "calendar not loaded; counting Monday–Friday only until it is fixed");
-            Calendar::weekdays_only().with_policy(c.deadline_policy)
+            crate::calendar::Calendar::weekdays_only().with_policy(c.deadline_policy)
         }
     }
 }
@@ -364,7 +318,7 @@ pub fn load_calendar(settings: &Settings) -> Calendar {
 /// The coverage alarm: false (and an error-level log) when the calendar does not cover the
 /// next `calendar.coverage_days` days from `today`.
 pub fn calendar_covered(
-    calendar: &Calendar,
+    calendar: &crate::calendar::Calendar,
     settings: &Settings,
     today: chrono::NaiveDate,
 ) -> bool {
@@ -382,60 +336,4 @@ pub fn calendar_covered(
             false
         }
     }
-}
-
-/// Filings at risk (due within `calendar.at_risk_minutes`) and overdue, not yet submitted.
-async fn due_filings(
-    store: &Store,
-    settings: &Settings,
-) -> anyhow::Result<(
-    Vec<store::deadlines::DueFiling>,
-    Vec<store::deadlines::DueFiling>,
-)> {
-    let now = store::now();
-    let until = now + chrono::Duration::minutes(settings.calendar.at_risk_minutes);
-    Ok((store.at_risk(now, until).await?, store.overdue(now).await?))
-}
-
-async fn log_deadlines(store: &Store, settings: &Settings) -> anyhow::Result<()> {
-    let (at_risk, overdue) = due_filings(store, settings).await?;
-    for f in &overdue {
-        warn!(filing = %f.id, province = %f.province, deadline = %f.deadline, "overdue");
-    }
-    for f in &at_risk {
-        warn!(filing = %f.id, province = %f.province, deadline = %f.deadline, "at risk");
-    }
-    Ok(())
-}
-
-/// `status`: counts per state, then the filings at risk and overdue, then calendar coverage.
-pub async fn status(store: &Store, settings: &Settings) -> anyhow::Result<()> {
-    for (state, n) in store.counts().await? {
-        println!("{state:<18} {n}");
-    }
-    let (at_risk, overdue) = due_filings(store, settings).await?;
-    let list = |v: &[store::deadlines::DueFiling]| {
-        v.iter()
-            .map(|f| format!("{} ({} {}, due {})", f.id, f.province, f.state, f.deadline))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    println!(
-        "at risk (due within {} min): {} {}",
-        settings.calendar.at_risk_minutes,
-        at_risk.len(),
-        list(&at_risk)
-    );
-    println!("overdue: {} {}", overdue.len(), list(&overdue));
-    let calendar = load_calendar(settings);
-    let covered = calendar_covered(&calendar, settings, store::now().date_naive());
-    let years: Vec<String> = calendar.years().map(|y| y.to_string()).collect();
-    println!(
-        "calendar: {} ({}), next {} days {}",
-        years.join(", "),
-        settings.calendar.dir.display(),
-        settings.calendar.coverage_days,
-        if covered { "covered" } else { "NOT covered" }
-    );
-    Ok(())
 }

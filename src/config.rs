@@ -1,13 +1,18 @@
 //! Settings: `config/default.toml`, then an optional `--config FILE`, then environment variables
 //! `BEIAN__SECTION__KEY` (lists comma-separated). Secrets are wrapped so they never print.
 //!
+//! Secrets (the bureau password, AES key and IV, the database password) may also come from
+//! files: `bureau.password_file`, `bureau.aes_key_file`, `bureau.aes_iv_file`,
+//! `database.password_file` (e.g. `BEIAN__BUREAU__PASSWORD_FILE=%d/bureau-password` with
+//! systemd credentials). A file wins over an inline value; one trailing newline is dropped.
+//!
 //! Owns: reading and checking configuration. Must not open connections or touch the store.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::calendar::DeadlinePolicy;
 use crate::provinces::{Province, Provinces, ProvincesError};
@@ -29,13 +34,20 @@ impl Secret {
     }
 }
 
+/// Secrets serialize redacted: `config check` prints the effective configuration with them.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "(empty)" } else { "***" })
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
     pub database: DatabaseSettings,
     pub bureau: BureauSettings,
@@ -43,6 +55,10 @@ pub struct Settings {
     pub attachments: AttachmentSettings,
     pub schedule: ScheduleSettings,
     pub sandbox: SandboxSettings,
+    #[serde(default)]
+    pub daemon: DaemonSettings,
+    #[serde(default)]
+    pub status: StatusSettings,
     #[serde(default)]
     pub calendar: CalendarSettings,
     #[serde(default)]
@@ -53,7 +69,7 @@ pub struct Settings {
 }
 
 /// The official calendar and the deadline policy (`calendar.rs`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct CalendarSettings {
     /// One `YYYY.toml` per year of State Council notices.
@@ -77,7 +93,7 @@ impl Default for CalendarSettings {
 }
 
 /// National preflight settings (`preflight/`); provincial rules live in provinces.toml.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct PreflightSettings {
     /// Top-level domains the MIIT approved (without the dot; Unicode or punycode).
@@ -95,8 +111,9 @@ impl Default for PreflightSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct DatabaseSettings {
+    #[serde(serialize_with = "redacted_url")]
     pub url: String,
     #[serde(default = "default_connections")]
     pub max_connections: u32,
@@ -104,6 +121,27 @@ pub struct DatabaseSettings {
     /// without renewal; a dead instance's bureaus are taken over within this time.
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
+    /// Put into a `postgres://` URL that has no password of its own.
+    #[serde(default)]
+    pub password: Secret,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+fn redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+/// A database URL without its password, for messages and `config check`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn default_connections() -> u32 {
@@ -114,7 +152,7 @@ fn default_lease_secs() -> u64 {
     30
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BureauSettings {
     pub url: String,
     pub isp_id: i64,
@@ -125,6 +163,12 @@ pub struct BureauSettings {
     pub aes_key: Secret,
     #[serde(default)]
     pub aes_iv: Secret,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub aes_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub aes_iv_file: Option<PathBuf>,
     #[serde(default = "yes")]
     pub encrypt: bool,
     pub soap_namespace: String,
@@ -147,7 +191,7 @@ fn yes() -> bool {
 }
 
 /// Per-province overrides of the bureau account and endpoint.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ProvinceOverride {
     pub url: Option<String>,
     pub isp_id: Option<i64>,
@@ -158,26 +202,95 @@ pub struct ProvinceOverride {
     pub extensions: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BatchSettings {
     pub max_records: usize,
     pub max_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct AttachmentSettings {
     pub dir: PathBuf,
     pub min_width: u32,
     pub min_height: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ScheduleSettings {
+    /// Intake, preflight and submit.
     pub submit: String,
     pub poll: String,
+    /// Stale claims: stored files never sent, files whose arrival is unconfirmed.
+    #[serde(default = "default_reconcile")]
+    pub reconcile: String,
+    /// The daily deadline report (due today, at risk, overdue, per province).
+    #[serde(default = "default_deadline_report")]
+    pub deadline_report: String,
+    #[serde(default = "default_calendar_check")]
+    pub calendar_check: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+fn default_reconcile() -> String {
+    "0 */5 * * * *".into()
+}
+fn default_deadline_report() -> String {
+    "0 0 9 * * *".into()
+}
+fn default_calendar_check() -> String {
+    "0 30 8 * * *".into()
+}
+
+/// The daemon (`run`) and the one-shot (`once`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DaemonSettings {
+    /// After SIGTERM/SIGINT: how long uploads in flight may take before the process exits.
+    pub shutdown_grace_secs: u64,
+    /// Prometheus `/metrics` and `/healthz`; empty turns the listener off.
+    pub admin_listen: String,
+    /// How often the live loop pings the watchdog, updates STATUS and the gauges.
+    pub tick_secs: u64,
+    /// A stored file never sent for this long counts as a stale claim (released by reconcile).
+    pub stale_claim_secs: u64,
+    /// `once` beside another worker: how long to wait for the work lock before giving up.
+    pub lock_wait_secs: u64,
+    /// The work lock's lease; holders renew it, a crashed holder's lock lapses after it.
+    pub lock_ttl_secs: u64,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_secs: 30,
+            admin_listen: "127.0.0.1:9464".into(),
+            tick_secs: 5,
+            stale_claim_secs: 600,
+            lock_wait_secs: 10,
+            lock_ttl_secs: 60,
+        }
+    }
+}
+
+/// `status`, the deadline report and the deadline gauges.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct StatusSettings {
+    /// A filing not yet submitted whose deadline is within this many hours is at risk.
+    pub at_risk_hours: i64,
+    /// The calendar must cover at least this many days ahead, else an alarm.
+    pub calendar_min_days: i64,
+}
+
+impl Default for StatusSettings {
+    fn default() -> Self {
+        Self {
+            at_risk_hours: 4,
+            calendar_min_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SandboxSettings {
     pub listen: String,
     pub seed: Option<PathBuf>,
@@ -244,8 +357,32 @@ impl Settings {
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         settings.provinces = Provinces::load_default()?;
+        settings.read_secret_files()?;
         settings.check()?;
         Ok(settings)
+    }
+
+    /// Replaces secrets with the contents of their `*_file` paths.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let b = &mut self.bureau;
+        for (key, file, secret) in [
+            ("bureau.password_file", &b.password_file, &mut b.password),
+            ("bureau.aes_key_file", &b.aes_key_file, &mut b.aes_key),
+            ("bureau.aes_iv_file", &b.aes_iv_file, &mut b.aes_iv),
+            (
+                "database.password_file",
+                &self.database.password_file,
+                &mut self.database.password,
+            ),
+        ] {
+            if let Some(path) = file {
+                *secret = Secret::new(read_secret(key, path)?);
+            }
+        }
+        if !self.database.password.is_empty() {
+            self.database.url = with_password(&self.database.url, self.database.password.expose());
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -275,6 +412,47 @@ impl Settings {
         }
         if self.bureau.isp_id < 1 {
             return Err(invalid("bureau.isp_id", "must be a positive number".into()));
+        }
+        for (key, value) in [
+            ("bureau.aes_key", &self.bureau.aes_key),
+            ("bureau.aes_iv", &self.bureau.aes_iv),
+        ] {
+            if !value.is_empty() && value.expose().len() != 16 {
+                return Err(invalid(key, "must be 16 characters (AES-128)".into()));
+            }
+        }
+        if !self.database.url.starts_with("sqlite:")
+            && !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://".into(),
+            ));
+        }
+        if !self.daemon.admin_listen.is_empty()
+            && self
+                .daemon
+                .admin_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "daemon.admin_listen",
+                format!(
+                    "{:?} is not an address:port (e.g. 127.0.0.1:9464)",
+                    self.daemon.admin_listen
+                ),
+            ));
+        }
+        if self.daemon.tick_secs == 0 || self.daemon.lock_ttl_secs <= self.daemon.tick_secs {
+            return Err(invalid(
+                "daemon.lock_ttl_secs",
+                "must be longer than daemon.tick_secs (at least 1)".into(),
+            ));
+        }
+        for (key, expr) in self.schedule.entries() {
+            check_cron(key, expr)?;
         }
         Ok(())
     }
@@ -323,14 +501,119 @@ impl Settings {
             .map_or(60, |p| p.requests_per_minute)
     }
 
+    /// The configured effective settings as pretty JSON, secrets redacted.
+    pub fn redacted_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.bureau.request_timeout_secs)
     }
 }
 
+impl ScheduleSettings {
+    /// (configuration key, cron expression) of every job.
+    pub fn entries(&self) -> [(&'static str, &str); 5] {
+        [
+            ("schedule.submit", &self.submit),
+            ("schedule.poll", &self.poll),
+            ("schedule.reconcile", &self.reconcile),
+            ("schedule.deadline_report", &self.deadline_report),
+            ("schedule.calendar_check", &self.calendar_check),
+        ]
+    }
+}
+
+/// A 6-field cron expression (seconds first) the scheduler accepts.
+pub fn check_cron(key: &str, expr: &str) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: key.to_owned(),
+        message,
+    };
+    let fields = expr.split_whitespace().count();
+    if fields != 6 {
+        return Err(invalid(format!(
+            "invalid cron expression {expr:?}: {fields} fields, expected 6 (sec min hour day month weekday)"
+        )));
+    }
+    tokio_cron_scheduler::Job::new_async_tz(expr, chrono_tz::Asia::Shanghai, |_, _| {
+        Box::pin(async {})
+    })
+    .map(|_| ())
+    .map_err(|e| invalid(format!("invalid cron expression {expr:?}: {e}")))
+}
+
+fn read_secret(key: &str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key: key.to_owned(),
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+}
+
+/// `postgres://user@host/db` + password → `postgres://user:password@host/db` (percent-encoded);
+/// a URL that has a password, or no user part, is left as it is.
+fn with_password(url: &str, password: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let Some(at) = url[scheme_end..].find('@').map(|i| i + scheme_end) else {
+        return url.to_owned();
+    };
+    let userinfo = &url[scheme_end..at];
+    if userinfo.contains(':') {
+        return url.to_owned();
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{}{userinfo}:{encoded}{}", &url[..scheme_end], &url[at..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_are_read_and_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret:@/\n").unwrap();
+        let mut s = Settings::load(None).unwrap();
+        s.bureau.password_file = Some(file.clone());
+        s.database.url = "postgres://gw@db.example:5432/beian".into();
+        s.database.password_file = Some(file);
+        s.read_secret_files().unwrap();
+        assert_eq!(s.bureau.password.expose(), "s3cret:@/");
+        assert_eq!(
+            s.database.url,
+            "postgres://gw:s3cret%3A%40%2F@db.example:5432/beian"
+        );
+        let printed = s.redacted_json();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("postgres://gw:***@db.example:5432/beian"));
+    }
+
+    #[test]
+    fn cron_keys_are_checked_by_name() {
+        assert!(check_cron("schedule.poll", "*/30 * * * * *").is_ok());
+        let e = check_cron("schedule.poll", "*/5 * * * *")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("schedule.poll") && e.contains("6"), "{e}");
+        let e = check_cron("schedule.submit", "61 * * * * *")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("schedule.submit"), "{e}");
+    }
 
     #[test]
     fn secrets_do_not_print() {

@@ -33,3 +33,74 @@ pub fn init(format: LogFormat) {
     // A second init (tests) keeps the first subscriber.
     let _ = result;
 }
+
+// ---- metrics (Prometheus, served by `crate::http`) ----
+//
+// Names and labels: province codes, states, kinds and verdicts only — never a filing's content.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const BUREAU_SECONDS: &str = "beian_bureau_request_seconds";
+
+/// Installs the process-wide Prometheus recorder; `None` when one is installed already (tests
+/// that run the daemon in-process more than once).
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(BUREAU_SECONDS.to_owned()),
+            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        )
+        .ok()?
+        .install_recorder()
+        .ok()
+}
+
+pub fn count_error(province: &str, kind: &'static str) {
+    metrics::counter!("beian_errors_total", "province" => province.to_owned(), "kind" => kind)
+        .increment(1);
+}
+
+pub fn count_submissions(province: &str, how: &'static str, filings: usize) {
+    metrics::counter!("beian_submissions_total", "province" => province.to_owned(), "kind" => how)
+        .increment(filings as u64);
+}
+
+pub fn count_result(province: &str, verdict: &'static str) {
+    metrics::counter!("beian_results_total", "province" => province.to_owned(), "kind" => verdict)
+        .increment(1);
+}
+
+pub fn bureau_latency(province: &str, call: &'static str, took: std::time::Duration) {
+    metrics::histogram!(BUREAU_SECONDS, "province" => province.to_owned(), "call" => call)
+        .record(took.as_secs_f64());
+}
+
+/// Circuit state of a bureau: 1 paused (open), 0 working (closed).
+pub fn set_circuit(province: &str, paused: bool) {
+    metrics::gauge!("beian_bureau_paused", "province" => province.to_owned()).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+pub fn set_filings(state: &str, province: &str, n: i64) {
+    metrics::gauge!("beian_filings", "state" => state.to_owned(), "province" => province.to_owned())
+        .set(n as f64);
+}
+
+pub fn set_deadline_risk(province: &str, at_risk: usize, overdue: usize) {
+    metrics::gauge!("beian_deadline_at_risk", "province" => province.to_owned())
+        .set(at_risk as f64);
+    metrics::gauge!("beian_deadline_overdue", "province" => province.to_owned())
+        .set(overdue as f64);
+}
+
+pub fn set_calendar_coverage(days: i64) {
+    metrics::gauge!("beian_calendar_coverage_days").set(days as f64);
+}
+
+pub fn count_job(job: &'static str, outcome: &'static str) {
+    metrics::counter!("beian_scheduler_runs_total", "job" => job, "outcome" => outcome)
+        .increment(1);
+}

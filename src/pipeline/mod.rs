@@ -75,6 +75,8 @@ pub struct Gateway {
     bureau_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// This process's name in leases: unique per start, so a restarted process is a new owner.
     instance: String,
+    /// Set on shutdown: the submit loop stops claiming and sending between files.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The right to talk to one bureau: this process's per-bureau mutex plus the bureau's lease in
@@ -125,6 +127,7 @@ impl Gateway {
             clients: Mutex::new(HashMap::new()),
             bureau_locks: Mutex::new(HashMap::new()),
             instance: new_instance_id(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -142,6 +145,15 @@ impl Gateway {
 
     pub(crate) fn lease_ms(&self) -> i64 {
         (self.settings.database.lease_secs.max(1) * 1000) as i64
+    }
+
+    /// Shutdown: no new claims and no new sends from now on; uploads in flight finish.
+    pub fn stop_claiming(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     pub fn store(&self) -> &Store {
@@ -362,6 +374,7 @@ impl Gateway {
     }
 
     /// One full cycle: intake, submit to every bureau with work, poll every bureau.
+    #[tracing::instrument(name = "cycle", skip(self))]
     pub async fn cycle(&self) -> CycleReport {
         let mut report = match self.intake().await {
             Ok(r) => r,
@@ -376,6 +389,7 @@ impl Gateway {
     }
 
     /// Submits queued filings to every bureau that has some; bureaus proceed in parallel.
+    #[tracing::instrument(name = "submit_all", skip(self))]
     pub async fn submit_all(&self) -> CycleReport {
         let provinces = match self.store.active_provinces().await {
             Ok(p) => p,
@@ -403,6 +417,7 @@ impl Gateway {
             match r {
                 Ok(r) => report.merge(r),
                 Err(e) => {
+                    crate::telemetry::count_error(province, "submit");
                     tracing::warn!(province = %province, error = %e, "submit failed");
                     report.errors.push(format!("{province}: {e}"));
                 }
@@ -412,6 +427,7 @@ impl Gateway {
     }
 
     /// Downloads and applies results from every bureau that may have some.
+    #[tracing::instrument(name = "poll_all", skip(self))]
     pub async fn poll_all(&self) -> CycleReport {
         let provinces = match self.store.active_provinces().await {
             Ok(p) => p,
@@ -429,6 +445,7 @@ impl Gateway {
             match r {
                 Ok(r) => report.merge(r),
                 Err(e) => {
+                    crate::telemetry::count_error(province, "poll");
                     tracing::warn!(province = %province, error = %e, "poll failed");
                     report.errors.push(format!("{province}: {e}"));
                 }

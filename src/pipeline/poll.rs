@@ -14,6 +14,15 @@ use crate::store::registry::{
 };
 use crate::store::{fmt_time, now};
 
+fn verdict_name(v: VerdictKind) -> &'static str {
+    match v {
+        VerdictKind::Approved => "approved",
+        VerdictKind::AwaitingSms => "awaiting_sms",
+        VerdictKind::Expired => "expired",
+        VerdictKind::Rejected => "rejected",
+    }
+}
+
 fn result_input(pair: &ResultPair) -> ResultInput {
     let verdict = match pair.verdict() {
         Verdict::Approved => VerdictKind::Approved,
@@ -117,6 +126,7 @@ fn content(part: DownloadFile) -> DownloadContent {
 
 impl Gateway {
     /// Downloads, applies and acknowledges one bureau's pending files.
+    #[tracing::instrument(name = "poll", skip(self))]
     pub async fn poll_province(&self, province: &str) -> Result<CycleReport, PipelineError> {
         let Some(_guard) = self.hold_bureau(province).await? else {
             // Another instance holds the bureau: its downloads and acks are that instance's.
@@ -136,7 +146,10 @@ impl Gateway {
         }
         let client = self.client(province).await?;
         for _ in 0..self.settings.bureau.max_downloads_per_poll {
-            let file = match client.download().await? {
+            let started = std::time::Instant::now();
+            let downloaded = client.download().await;
+            crate::telemetry::bureau_latency(province, "download", started.elapsed());
+            let file = match downloaded? {
                 DownloadOutcome::Nothing => {
                     // The bureau serves a file until it is acked: nothing left means every file
                     // applied here was acked, even one whose ack answer a crash cut off.
@@ -187,6 +200,13 @@ impl Gateway {
                 }
             };
             let parts: Vec<DownloadContent> = parsed.parts.into_iter().map(content).collect();
+            for part in &parts {
+                if let DownloadContent::Results(results) = part {
+                    for r in results {
+                        crate::telemetry::count_result(province, verdict_name(r.verdict));
+                    }
+                }
+            }
             self.store
                 .apply_download(province, &name, &raw, &parts)
                 .await?;

@@ -3,7 +3,7 @@
 //! Only the holder of the bureau's lease sends (one sender per bureau across instances); a
 //! file whose sender died is adopted and reconciled with `isp_querypreviousupload`.
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{BureauGuard, CycleReport, Gateway, PipelineError};
 use crate::bureau::client::{ClientError, FaultClass, UploadOutcome};
@@ -12,14 +12,16 @@ use crate::store::{PendingUpload, StoreError, UploadFile};
 
 impl Gateway {
     /// Everything one bureau needs this cycle: resend unconfirmed files, then claim and send
-    /// new batches until its queue is empty. Does nothing while another instance holds the
-    /// bureau.
+    /// new batches until its queue is empty — or until shutdown, checked between files. Does
+    /// nothing while another instance holds the bureau.
+    #[tracing::instrument(name = "submit", skip(self))]
     pub async fn submit_province(&self, province: &str) -> Result<CycleReport, PipelineError> {
         let mut report = CycleReport::default();
         let Some(guard) = self.hold_bureau(province).await? else {
             return Ok(report);
         };
         let bureau = self.store.bureau(province).await?;
+        crate::telemetry::set_circuit(province, bureau.paused_reason.is_some());
         if let Some(reason) = bureau.paused_reason {
             warn!(province, reason = %reason, "bureau paused; not submitting");
             return Ok(report);
@@ -36,6 +38,10 @@ impl Gateway {
             }
         }
         loop {
+            if self.is_stopping() {
+                info!(province, "shutting down; no more claims or sends");
+                break;
+            }
             guard.check()?;
             match self
                 .store
@@ -142,7 +148,13 @@ impl Gateway {
                 .release_queued_leases(province, &self.instance)
                 .await?;
             match stored {
-                Ok(_) => return Ok(true),
+                Ok(_) => {
+                    for a in &batch.attempts {
+                        tracing::debug_span!("filing", filing = %a.filing_id, province, data_sequence = batch.file.data_sequence)
+                            .in_scope(|| debug!(attempt = a.attempt_no, "claimed into an upload file"));
+                    }
+                    return Ok(true);
+                }
                 Err(StoreError::StreamMoved { .. }) => {
                     // Something changed under the claim (an admin hold, a correction): nothing
                     // was sent; build again from the current queue.
@@ -159,6 +171,7 @@ impl Gateway {
     }
 
     /// Sends one stored file exactly once; returns how many filings it carried.
+    #[tracing::instrument(name = "upload", skip(self, guard, file), fields(data_sequence = file.data_sequence))]
     async fn send_file(
         &self,
         guard: &BureauGuard,
@@ -171,10 +184,12 @@ impl Gateway {
         self.store.mark_sent(file.id, &guard.lease).await?;
         let mut gap_repairs = 0;
         loop {
-            match client
+            let started = std::time::Instant::now();
+            let sent = client
                 .upload_exactly_once(file.data_sequence, &packed)
-                .await
-            {
+                .await;
+            crate::telemetry::bureau_latency(province, "upload", started.elapsed());
+            match sent {
                 Ok(outcome) => {
                     let how = match outcome {
                         UploadOutcome::Accepted => "accepted",
@@ -182,7 +197,9 @@ impl Gateway {
                     };
                     info!(province, data_sequence = file.data_sequence, file = %file.file_name, how, "upload arrived");
                     self.store.mark_arrived(file.id, how).await?;
-                    return Ok(self.store.filings_in_upload(file.id).await?);
+                    let filings = self.store.filings_in_upload(file.id).await?;
+                    crate::telemetry::count_submissions(province, how, filings);
+                    return Ok(filings);
                 }
                 Err(e) => match e.class() {
                     FaultClass::Gap(missing) if gap_repairs < 3 => {
@@ -199,6 +216,7 @@ impl Gateway {
                     _ => {
                         // Still unknown or refused for now: the file stays pending with its
                         // number; the next cycle reconciles and sends the same bytes.
+                        crate::telemetry::count_error(province, "upload");
                         self.store
                             .alarm(
                                 Some(province),
@@ -248,6 +266,8 @@ impl Gateway {
 
     async fn pause(&self, province: &str, e: &ClientError) -> Result<(), PipelineError> {
         warn!(province, error = %e, "pausing bureau");
+        crate::telemetry::count_error(province, "paused");
+        crate::telemetry::set_circuit(province, true);
         self.store.pause_bureau(province, &e.to_string()).await?;
         Ok(())
     }

@@ -15,6 +15,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::domain::Filing;
 
+pub mod admin;
 pub mod deadlines;
 pub mod leases;
 pub mod registry;

@@ -148,6 +148,8 @@ pub fn gateway(db: &str, port: u16, log: &Path) -> Command {
         .env("BEIAN__DATABASE__LEASE_SECS", "2")
         .env("BEIAN__SCHEDULE__SUBMIT", "*/1 * * * * *")
         .env("BEIAN__SCHEDULE__POLL", "*/1 * * * * *")
+        // Several processes on one host: no shared /metrics port.
+        .env("BEIAN__DAEMON__ADMIN_LISTEN", "")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log);

@@ -31,7 +31,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         filings: 24,
-        per_file: 8,
+        per_file: 4,
         images: 10,
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
@@ -197,6 +197,14 @@ fn main() {
     let datafile = gw.data_file(0);
     let datafile_path = dir.path().join("datafile.xml");
     std::fs::write(&datafile_path, &datafile).unwrap();
+    // The gateway's package of it, for the reference to check with independent readers.
+    let packed = pack("1100001234U0000000001.xml", &datafile, Some(&gw.key)).unwrap();
+    std::fs::write(dir.path().join("datafile.xml.info"), &packed.beian_info).unwrap();
+    std::fs::write(
+        dir.path().join("datafile.xml.hash"),
+        &packed.beian_info_hash,
+    )
+    .unwrap();
     let mb = datafile.len() as f64 / 1e6;
     let name = "1100001234U0000000001.xml";
     let gw_deflate = mb / best_of(3, || drop(zip_one(name, &datafile).unwrap())).as_secs_f64();
@@ -258,6 +266,12 @@ fn main() {
             .as_ref()
             .and_then(|v| v["zip_ratio"].as_f64())
             .map_or("—".into(), |x| format!("{x:.3}"))
+    );
+    println!(
+        "gateway package read back by Python (base64, AES, MD5, zipfile): {}",
+        plain
+            .as_ref()
+            .map_or("—".into(), |v| v["gateway_package_ok"].to_string())
     );
     let ratio = |v: &Option<serde_json::Value>, key: &str, g: f64, lower_is_better: bool| {
         v.as_ref()

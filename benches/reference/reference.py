@@ -126,6 +126,24 @@ def build_file(k):
     return len(gbk)
 
 
+def check_gateway_package(datafile, gbk):
+    """An independent reader's view of the gateway's package of the same data file (written
+    beside it as .info / .hash): base64 → AES-CBC → PKCS#7 → MD5 → zip → the same bytes."""
+    try:
+        info = open(datafile + ".info", "rb").read()
+        digest = open(datafile + ".hash", "rb").read()
+    except FileNotFoundError:
+        return None
+    dec = Cipher(algorithms.AES(KEY), modes.CBC(IV)).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    zipped = unpadder.update(dec.update(base64.b64decode(info)) + dec.finalize()) + unpadder.finalize()
+    if base64.b64encode(hashlib.md5(zipped).digest()) != digest:
+        return False
+    with zipfile.ZipFile(io.BytesIO(zipped)) as z:
+        names = z.namelist()
+        return z.testzip() is None and len(names) == 1 and z.read(names[0]) == gbk
+
+
 def best_of(n, f):
     best = float("inf")
     for _ in range(n):
@@ -140,7 +158,7 @@ def main():
     p.add_argument("--images", required=True, help="directory of photo-*.jpg")
     p.add_argument("--datafile", help="a GBK data file for the packaging figures")
     p.add_argument("--filings", type=int, default=24)
-    p.add_argument("--per-file", type=int, default=8)
+    p.add_argument("--per-file", type=int, default=4)
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--draft", action="store_true")
     args = p.parse_args()
@@ -173,6 +191,7 @@ def main():
         out["deflate_mb_s"] = mb / best_of(3, deflate)
         out["zip_ratio"] = len(deflate()) / len(gbk)
         out["chain_mb_s"] = mb / best_of(3, lambda: pack(gbk, "1100001234U0000000001.xml"))
+        out["gateway_package_ok"] = check_gateway_package(args.datafile, gbk)
 
     # The mix: one process per core, one data file per task.
     files = math.ceil(args.filings / args.per_file)

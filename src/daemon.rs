@@ -446,10 +446,7 @@ async fn run_job(kind: JobKind, gw: &Gateway, settings: &Settings) -> CycleRepor
         JobKind::Submit => {
             let mut r = match gw.intake().await {
                 Ok(r) => r,
-                Err(e) => CycleReport {
-                    errors: vec![e.to_string()],
-                    ..Default::default()
-                },
+                Err(e) => CycleReport::failed(e),
             };
             r.merge(gw.submit_all().await);
             r
@@ -458,17 +455,11 @@ async fn run_job(kind: JobKind, gw: &Gateway, settings: &Settings) -> CycleRepor
         JobKind::Reconcile => reconcile(gw, settings).await,
         JobKind::DeadlineReport => match deadline_report(gw.store(), settings).await {
             Ok(()) => CycleReport::default(),
-            Err(e) => CycleReport {
-                errors: vec![e.to_string()],
-                ..Default::default()
-            },
+            Err(e) => CycleReport::failed(e),
         },
         JobKind::CalendarCheck => match calendar_check(gw.store(), settings).await {
             Ok(()) => CycleReport::default(),
-            Err(e) => CycleReport {
-                errors: vec![e.to_string()],
-                ..Default::default()
-            },
+            Err(e) => CycleReport::failed(e),
         },
     }
 }

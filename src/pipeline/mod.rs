@@ -55,6 +55,35 @@ pub struct CycleReport {
 }
 
 impl CycleReport {
+    /// A report of a step that could not start.
+    pub fn failed(e: impl std::fmt::Display) -> Self {
+        Self {
+            errors: vec![e.to_string()],
+            ..Self::default()
+        }
+    }
+
+    /// Merges the per-bureau results of one stage; a bureau's failure is counted, logged (no
+    /// PII: the province and the error) and kept in the report without stopping the others.
+    fn per_bureau(
+        stage: &'static str,
+        provinces: &[String],
+        results: Vec<Result<CycleReport, PipelineError>>,
+    ) -> Self {
+        let mut report = Self::default();
+        for (province, r) in provinces.iter().zip(results) {
+            match r {
+                Ok(r) => report.merge(r),
+                Err(e) => {
+                    crate::telemetry::count_error(province, stage);
+                    tracing::warn!(province = %province, error = %e, stage, "bureau step failed");
+                    report.errors.push(format!("{province}: {e}"));
+                }
+            }
+        }
+        report
+    }
+
     pub fn merge(&mut self, other: CycleReport) {
         self.queued += other.queued;
         self.needs_correction += other.needs_correction;
@@ -378,10 +407,7 @@ impl Gateway {
     pub async fn cycle(&self) -> CycleReport {
         let mut report = match self.intake().await {
             Ok(r) => r,
-            Err(e) => CycleReport {
-                errors: vec![e.to_string()],
-                ..CycleReport::default()
-            },
+            Err(e) => CycleReport::failed(e),
         };
         report.merge(self.submit_all().await);
         report.merge(self.poll_all().await);
@@ -393,12 +419,7 @@ impl Gateway {
     pub async fn submit_all(&self) -> CycleReport {
         let provinces = match self.store.active_provinces().await {
             Ok(p) => p,
-            Err(e) => {
-                return CycleReport {
-                    errors: vec![e.to_string()],
-                    ..CycleReport::default()
-                };
-            }
+            Err(e) => return CycleReport::failed(e),
         };
         // A bureau with business hours (provinces.toml) is only sent to within them.
         let local = crate::store::now().time();
@@ -412,18 +433,7 @@ impl Gateway {
             .collect();
         let results =
             futures_util::future::join_all(provinces.iter().map(|p| self.submit_province(p))).await;
-        let mut report = CycleReport::default();
-        for (province, r) in provinces.iter().zip(results) {
-            match r {
-                Ok(r) => report.merge(r),
-                Err(e) => {
-                    crate::telemetry::count_error(province, "submit");
-                    tracing::warn!(province = %province, error = %e, "submit failed");
-                    report.errors.push(format!("{province}: {e}"));
-                }
-            }
-        }
-        report
+        CycleReport::per_bureau("submit", &provinces, results)
     }
 
     /// Downloads and applies results from every bureau that may have some.
@@ -431,27 +441,11 @@ impl Gateway {
     pub async fn poll_all(&self) -> CycleReport {
         let provinces = match self.store.active_provinces().await {
             Ok(p) => p,
-            Err(e) => {
-                return CycleReport {
-                    errors: vec![e.to_string()],
-                    ..CycleReport::default()
-                };
-            }
+            Err(e) => return CycleReport::failed(e),
         };
         let results =
             futures_util::future::join_all(provinces.iter().map(|p| self.poll_province(p))).await;
-        let mut report = CycleReport::default();
-        for (province, r) in provinces.iter().zip(results) {
-            match r {
-                Ok(r) => report.merge(r),
-                Err(e) => {
-                    crate::telemetry::count_error(province, "poll");
-                    tracing::warn!(province = %province, error = %e, "poll failed");
-                    report.errors.push(format!("{province}: {e}"));
-                }
-            }
-        }
-        report
+        CycleReport::per_bureau("poll", &provinces, results)
     }
 }
 

@@ -2,6 +2,7 @@
 //! over the MIIT enterprise interface V3.0 (see ../shared/bureau-protocol.md).
 pub mod admin;
 pub mod attachments;
+pub mod bench;
 pub mod bureau;
 pub mod calendar;
 pub mod codes;

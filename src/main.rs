@@ -167,6 +167,22 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8990")]
         listen: String,
     },
+    /// Benchmark: generate N reviewed filings, run the real pipeline against a sandbox bureau
+    /// (rate limits off) and report per-stage throughput beside the raw database and packaging
+    /// limits. Uses a fresh SQLite file, or a fresh database beside --database-url postgres://….
+    Bench {
+        /// How many filings.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        #[arg(long, value_enum, default_value = "records")]
+        mix: beian_gateway::bench::Mix,
+        /// Work directory (default: a fresh one under the system's temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the work directory and the bench database afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -364,6 +380,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sandbox { listen } => {
             commands::serve_sandbox(settings, &listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { n, mix, dir, keep } => {
+            let opts = beian_gateway::bench::BenchOptions { n, mix, dir, keep };
+            let report = beian_gateway::bench::run(settings, opts).await?;
+            print!("{}", report.render());
             Ok(ExitCode::SUCCESS)
         }
     }

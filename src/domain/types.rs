@@ -34,15 +34,8 @@ impl Uscc {
         if chars.len() != 18 || !chars.iter().all(|c| USCC_CHARS.contains(*c)) {
             return Err(UsccError::Format);
         }
-        let sum: u32 = chars[..17]
-            .iter()
-            .zip(USCC_WEIGHTS)
-            .map(|(c, w)| USCC_CHARS.find(*c).map_or(0, |i| i as u32) * w)
-            .sum();
-        let expected = USCC_CHARS
-            .chars()
-            .nth(((31 - sum % 31) % 31) as usize)
-            .unwrap_or('0');
+        let body: String = chars[..17].iter().collect();
+        let expected = Self::check_char(&body).unwrap_or('0');
         if chars[17] != expected {
             return Err(UsccError::Check {
                 expected,
@@ -54,6 +47,21 @@ impl Uscc {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The GB 32100-2015 check character of the first 17 characters (None when one of them
+    /// is not allowed or there are not 17).
+    pub fn check_char(body: &str) -> Option<char> {
+        let mut sum = 0u32;
+        let mut n = 0;
+        for (c, w) in body.chars().zip(USCC_WEIGHTS) {
+            sum += USCC_CHARS.find(c)? as u32 * w;
+            n += 1;
+        }
+        if n != 17 || body.chars().count() != 17 {
+            return None;
+        }
+        USCC_CHARS.chars().nth(((31 - sum % 31) % 31) as usize)
     }
 }
 
@@ -100,12 +108,7 @@ impl ResidentId {
         if birth.is_none() {
             errors.push(ResidentIdError::Date(date.to_owned()));
         }
-        let sum: u32 = b[..17]
-            .iter()
-            .zip(RID_WEIGHTS)
-            .map(|(d, w)| u32::from(d - b'0') * w)
-            .sum();
-        let expected = char::from(RID_CHECK[(sum % 11) as usize]);
+        let expected = Self::check_char(&s[..17]).unwrap_or('0');
         let found = char::from(b[17]).to_ascii_uppercase();
         if found != expected {
             errors.push(ResidentIdError::Check {
@@ -120,6 +123,20 @@ impl ResidentId {
             }),
             _ => Err(errors),
         }
+    }
+
+    /// The ISO 7064 MOD 11-2 check character of 17 digits (None otherwise).
+    pub fn check_char(body: &str) -> Option<char> {
+        let b = body.as_bytes();
+        if b.len() != 17 || !b.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let sum: u32 = b
+            .iter()
+            .zip(RID_WEIGHTS)
+            .map(|(d, w)| u32::from(d - b'0') * w)
+            .sum();
+        Some(char::from(RID_CHECK[(sum % 11) as usize]))
     }
 
     pub fn parse(s: &str) -> Result<Self, ResidentIdError> {

@@ -442,10 +442,17 @@ impl Gateway {
         };
         let seq = bureau.last_sequence + 1;
         let file_name = format!("{}U{:010}.xml", endpoint.isp_id, seq);
+        let started = std::time::Instant::now();
         let zip = package::zip_one(&file_name, &gbk).map_err(|e| PipelineError::Bureau {
             province: province.to_owned(),
             message: format!("zip: {e}"),
         })?;
+        self.clock.add(
+            super::Stage::Package,
+            started.elapsed(),
+            0,
+            gbk.len() as u64,
+        );
         let mut attempts = Vec::with_capacity(chosen.len());
         for c in &chosen {
             attempts.push(NewAttempt {

@@ -31,6 +31,85 @@ mod submit;
 
 pub use build::BuiltBatch;
 
+/// The pipeline's stages, timed where the work happens (for `bench` and tuning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Preflight and queueing (`intake`).
+    Preflight,
+    /// Building a batch: documents → ids → XML → GBK → zip.
+    Build,
+    /// The claim transaction that stores the file and its filings.
+    Claim,
+    /// Sending a stored file until it arrived (packing included).
+    Upload,
+    /// Downloading, applying and acknowledging result files.
+    Poll,
+    /// Inside build and upload: zip, then MD5, AES and base64 (bytes: the GBK data file).
+    Package,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Preflight,
+        Stage::Build,
+        Stage::Claim,
+        Stage::Upload,
+        Stage::Poll,
+        Stage::Package,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Preflight => "preflight",
+            Stage::Build => "build",
+            Stage::Claim => "claim",
+            Stage::Upload => "upload",
+            Stage::Poll => "poll+write-back",
+            Stage::Package => "packaging",
+        }
+    }
+}
+
+/// Busy time, items and bytes per stage, summed over bureaus (stages of different bureaus run
+/// at once, so busy time can exceed wall time). Relaxed atomics: a few per file or batch.
+#[derive(Debug, Default)]
+pub struct StageClock {
+    nanos: [AtomicU64; 6],
+    items: [AtomicU64; 6],
+    bytes: [AtomicU64; 6],
+    calls: [AtomicU64; 6],
+}
+
+/// A reading of one stage's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageReading {
+    pub busy: Duration,
+    pub items: u64,
+    pub bytes: u64,
+    /// Batches, files or calls timed.
+    pub calls: u64,
+}
+
+impl StageClock {
+    pub fn add(&self, stage: Stage, busy: Duration, items: u64, bytes: u64) {
+        let i = stage as usize;
+        self.nanos[i].fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        self.items[i].fetch_add(items, Ordering::Relaxed);
+        self.bytes[i].fetch_add(bytes, Ordering::Relaxed);
+        self.calls[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn read(&self, stage: Stage) -> StageReading {
+        let i = stage as usize;
+        StageReading {
+            busy: Duration::from_nanos(self.nanos[i].load(Ordering::Relaxed)),
+            items: self.items[i].load(Ordering::Relaxed),
+            bytes: self.bytes[i].load(Ordering::Relaxed),
+            calls: self.calls[i].load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
@@ -106,6 +185,8 @@ pub struct Gateway {
     instance: String,
     /// Set on shutdown: the submit loop stops claiming and sending between files.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Busy time per stage since start.
+    clock: StageClock,
 }
 
 /// The right to talk to one bureau: this process's per-bureau mutex plus the bureau's lease in
@@ -157,7 +238,13 @@ impl Gateway {
             bureau_locks: Mutex::new(HashMap::new()),
             instance: new_instance_id(),
             stopping: tokio::sync::watch::Sender::new(false),
+            clock: StageClock::default(),
         }
+    }
+
+    /// Busy time per stage since this gateway started.
+    pub fn clock(&self) -> &StageClock {
+        &self.clock
     }
 
     /// This process's name in leases and events.
@@ -325,6 +412,18 @@ impl Gateway {
     /// rules; one with findings goes to `needs_correction` with all of them (never sent), the
     /// others are queued with their deadline on the official calendar.
     pub async fn intake(&self) -> Result<CycleReport, PipelineError> {
+        let started = Instant::now();
+        let report = self.intake_inner().await?;
+        self.clock.add(
+            Stage::Preflight,
+            started.elapsed(),
+            (report.queued + report.needs_correction) as u64,
+            0,
+        );
+        Ok(report)
+    }
+
+    async fn intake_inner(&self) -> Result<CycleReport, PipelineError> {
         let mut report = CycleReport::default();
         let mut tables: HashMap<String, CodeTables> = HashMap::new();
         loop {

@@ -132,7 +132,15 @@ impl Gateway {
             // Another instance holds the bureau: its downloads and acks are that instance's.
             return Ok(CycleReport::default());
         };
-        self.poll_province_locked(province).await
+        let started = std::time::Instant::now();
+        let report = self.poll_province_locked(province).await?;
+        self.clock.add(
+            super::Stage::Poll,
+            started.elapsed(),
+            report.downloads_applied as u64,
+            0,
+        );
+        Ok(report)
     }
 
     pub(crate) async fn poll_province_locked(

@@ -5,7 +5,7 @@
 
 use tracing::{debug, info, warn};
 
-use super::{BureauGuard, CycleReport, Gateway, PipelineError};
+use super::{BureauGuard, CycleReport, Gateway, PipelineError, Stage};
 use crate::bureau::client::{ClientError, FaultClass, UploadOutcome};
 use crate::package;
 use crate::store::{PendingUpload, StoreError, UploadFile};
@@ -52,7 +52,14 @@ impl Gateway {
                     if adopted_from.is_some() && self.reconcile(province, &file).await? {
                         continue;
                     }
+                    let started = std::time::Instant::now();
                     let filings = self.send_file(&guard, province, &file).await?;
+                    self.clock.add(
+                        Stage::Upload,
+                        started.elapsed(),
+                        filings as u64,
+                        file.zip.len() as u64,
+                    );
                     report.files_sent += 1;
                     report.filings_sent += filings;
                     continue;
@@ -117,7 +124,16 @@ impl Gateway {
     ) -> Result<bool, PipelineError> {
         for _ in 0..3 {
             guard.check()?;
+            let started = std::time::Instant::now();
             let built = self.build_batch(province, report).await;
+            if let Ok(Some(b)) = &built {
+                self.clock.add(
+                    Stage::Build,
+                    started.elapsed(),
+                    b.attempts.len() as u64,
+                    b.file.zip.len() as u64,
+                );
+            }
             let batch = match built {
                 Ok(Some(batch)) => batch,
                 Ok(None) => {
@@ -133,6 +149,7 @@ impl Gateway {
                     return Err(e);
                 }
             };
+            let started = std::time::Instant::now();
             let stored = self
                 .store
                 .store_upload(
@@ -149,6 +166,12 @@ impl Gateway {
                 .await?;
             match stored {
                 Ok(_) => {
+                    self.clock.add(
+                        Stage::Claim,
+                        started.elapsed(),
+                        batch.attempts.len() as u64,
+                        batch.file.zip.len() as u64,
+                    );
                     for a in &batch.attempts {
                         tracing::debug_span!("filing", filing = %a.filing_id, province, data_sequence = batch.file.data_sequence)
                             .in_scope(|| debug!(attempt = a.attempt_no, "claimed into an upload file"));
@@ -179,7 +202,9 @@ impl Gateway {
         file: &UploadFile,
     ) -> Result<usize, PipelineError> {
         let client = self.client(province).await?;
+        let started = std::time::Instant::now();
         let packed = package::pack_zip(file.zip.clone(), client.account().aes.as_ref());
+        self.clock.add(Stage::Package, started.elapsed(), 0, 0);
         guard.check()?;
         self.store.mark_sent(file.id, &guard.lease).await?;
         let mut gap_repairs = 0;

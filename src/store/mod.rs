@@ -4,7 +4,7 @@
 //! network call. Must not talk to bureaus, build XML or read attachments. The methods are the
 //! behaviour a PostgreSQL store must share (same names, same guarantees).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
@@ -294,55 +294,80 @@ impl Store {
 
     // ---- import ----
 
-    /// Imports the filings of one file, all or nothing.
+    /// Imports the filings of one file, all or nothing: one lookup of the known ids, then
+    /// multi-row inserts of the new filings and their events.
     pub async fn import(&self, filings: &[Filing], actor: &str) -> Result<ImportSummary> {
         let now = fmt_time(now());
-        let mut tx = self.begin().await?;
         let mut summary = ImportSummary {
             new: 0,
             unchanged: 0,
         };
+        let mut tx = self.begin().await?;
+        // id → (stored document, revision), for the ids of this file already in the store.
+        let mut known: HashMap<String, (String, i64)> = HashMap::new();
+        for chunk in filings.chunks(500) {
+            let sql = format!(
+                "SELECT id, document, revision FROM filings WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for f in chunk {
+                q = q.bind(&f.id);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                known.insert(row.get(0), (row.get(1), row.get(2)));
+            }
+        }
+        let mut fresh: Vec<(&Filing, String)> = Vec::new();
         for f in filings {
             let doc = f.canonical_json();
-            let existing = sqlx::query("SELECT document, revision FROM filings WHERE id = $1")
-                .bind(&f.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(row) = existing {
-                let stored: String = row.get(0);
-                if stored == doc {
+            if let Some((stored, revision)) = known.get(&f.id) {
+                if *stored == doc {
                     summary.unchanged += 1;
                     continue;
                 }
                 return Err(StoreError::Conflict {
                     id: f.id.clone(),
-                    revision: row.get(1),
+                    revision: *revision,
                 });
             }
-            sqlx::query(
-                "INSERT INTO filings (id, filing_type, province, state, document, reviewed_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, 'reviewed', $4, $5, $6, $7)",
-            )
-            .bind(&f.id)
-            .bind(f.filing_type.as_str())
-            .bind(&f.province)
-            .bind(&doc)
-            .bind(fmt_time(f.reviewed_at))
-            .bind(&now)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-            insert_event(
-                &mut tx,
-                Some(&f.id),
-                Some(&f.province),
-                "imported",
-                actor,
-                json!({"type": f.filing_type.as_str()}),
-            )
-            .await?;
-            summary.new += 1;
+            // A second copy of an id within the file compares with the first.
+            known.insert(f.id.clone(), (doc.clone(), 1));
+            fresh.push((f, doc));
         }
+        for chunk in fresh.chunks(400) {
+            let sql = multi_row_insert(
+                "INSERT INTO filings (id, filing_type, province, state, document, reviewed_at, created_at, updated_at) VALUES ",
+                8,
+                chunk.len(),
+                1,
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (f, doc) in chunk {
+                q = q
+                    .bind(&f.id)
+                    .bind(f.filing_type.as_str())
+                    .bind(&f.province)
+                    .bind("reviewed")
+                    .bind(doc)
+                    .bind(fmt_time(f.reviewed_at))
+                    .bind(&now)
+                    .bind(&now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let events: Vec<NewEvent<'_>> = fresh
+            .iter()
+            .map(|(f, _)| NewEvent {
+                filing: Some(&f.id),
+                province: Some(&f.province),
+                kind: "imported",
+                actor,
+                detail: json!({"type": f.filing_type.as_str()}).to_string(),
+            })
+            .collect();
+        insert_events(&mut tx, &events).await?;
+        summary.new = fresh.len();
         tx.commit().await?;
         Ok(summary)
     }
@@ -363,36 +388,39 @@ impl Store {
             .collect())
     }
 
-    /// reviewed → queued with its deadline.
+    /// reviewed → queued with its deadline: one multi-row update per 400 filings (a filing no
+    /// longer reviewed is left alone), and an event for each one queued.
     pub async fn queue(&self, items: &[(String, DateTime<FixedOffset>)]) -> Result<()> {
         let now = fmt_time(now());
         let mut tx = self.begin().await?;
-        for (id, deadline) in items {
-            let done = sqlx::query(
-                "UPDATE filings SET state = 'queued', deadline = $1, updated_at = $2 WHERE id = $3 AND state = 'reviewed'",
-            )
-            .bind(fmt_time(*deadline))
-            .bind(&now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                let province: Option<String> =
-                    sqlx::query_scalar("SELECT province FROM filings WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                insert_event(
-                    &mut tx,
-                    Some(id),
-                    province.as_deref(),
-                    "queued",
-                    "gateway",
-                    json!({"deadline": fmt_time(*deadline)}),
-                )
-                .await?;
+        let mut queued: Vec<(String, String, String)> = Vec::with_capacity(items.len());
+        for chunk in items.chunks(400) {
+            let sql = format!(
+                "UPDATE filings SET state = 'queued', deadline = v.column2, updated_at = $1
+                 FROM ({}) AS v
+                 WHERE filings.id = v.column1 AND filings.state = 'reviewed'
+                 RETURNING filings.id, filings.province, filings.deadline",
+                multi_row_insert("VALUES ", 2, chunk.len(), 2)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&now);
+            for (id, deadline) in chunk {
+                q = q.bind(id).bind(fmt_time(*deadline));
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                queued.push((row.get(0), row.get(1), row.get(2)));
             }
         }
+        let events: Vec<NewEvent<'_>> = queued
+            .iter()
+            .map(|(id, province, deadline)| NewEvent {
+                filing: Some(id),
+                province: Some(province),
+                kind: "queued",
+                actor: "gateway",
+                detail: json!({"deadline": deadline}).to_string(),
+            })
+            .collect();
+        insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -950,30 +978,97 @@ pub(crate) async fn mark_arrived_in(
         .execute(&mut **tx)
         .await?;
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT f.id FROM filings f JOIN upload_file_filings u ON u.filing_id = f.id AND u.attempt_id = f.current_attempt
-         WHERE u.upload_id = $1 AND f.state = 'submitting'",
+        "UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $1, lease_owner = NULL, lease_until_ms = NULL
+         WHERE state = 'submitting' AND id IN (
+             SELECT f.id FROM filings f JOIN upload_file_filings u ON u.filing_id = f.id AND u.attempt_id = f.current_attempt
+             WHERE u.upload_id = $2 AND f.state = 'submitting')
+         RETURNING id",
     )
+    .bind(&now)
     .bind(upload_id)
     .fetch_all(&mut **tx)
     .await?;
-    for id in &ids {
-        sqlx::query("UPDATE filings SET state = 'submitted', submitted_at = $1, updated_at = $2, lease_owner = NULL, lease_until_ms = NULL WHERE id = $3")
-            .bind(&now)
-            .bind(&now)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        insert_event(
-            tx,
-            Some(id),
-            Some(&province),
-            "submitted",
-            "gateway",
-            json!({"dataSequence": seq, "how": how}),
-        )
-        .await?;
+    let detail = json!({"dataSequence": seq, "how": how}).to_string();
+    let events: Vec<NewEvent<'_>> = ids
+        .iter()
+        .map(|id| NewEvent {
+            filing: Some(id),
+            province: Some(&province),
+            kind: "submitted",
+            actor: "gateway",
+            detail: detail.clone(),
+        })
+        .collect();
+    insert_events(tx, &events).await?;
+    Ok(())
+}
+
+/// One event row for [`insert_events`].
+pub(crate) struct NewEvent<'a> {
+    pub filing: Option<&'a str>,
+    pub province: Option<&'a str>,
+    pub kind: &'a str,
+    pub actor: &'a str,
+    pub detail: String,
+}
+
+/// Appends many events with multi-row INSERTs (500 rows, 3000 parameters a statement: under
+/// SQLite's and PostgreSQL's limits). The same rows as [`insert_event`] one by one.
+pub(crate) async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    events: &[NewEvent<'_>],
+) -> Result<()> {
+    let at = fmt_time(now());
+    for chunk in events.chunks(500) {
+        let sql = multi_row_insert(
+            "INSERT INTO events (filing_id, province, at, kind, actor, detail) VALUES ",
+            6,
+            chunk.len(),
+            1,
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(e.filing)
+                .bind(e.province)
+                .bind(&at)
+                .bind(e.kind)
+                .bind(e.actor)
+                .bind(&e.detail);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// `$first, $first+1, …` (`n` of them), for `IN (…)`.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|k| format!("${k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `head` followed by `rows` groups of `columns` numbered placeholders from `$first`:
+/// `($1, $2), ($3, $4)`. Only placeholders are generated; values are always bound.
+pub(crate) fn multi_row_insert(head: &str, columns: usize, rows: usize, first: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(head.len() + rows * columns * 6);
+    sql.push_str(head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", first + r * columns + c);
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 pub(crate) async fn insert_event(

@@ -666,83 +666,144 @@ impl Store {
         .bind(until)
         .fetch_one(&mut *tx)
         .await?;
-        for a in attempts {
-            let claimed = sqlx::query(
-                "UPDATE filings SET state = 'submitting', attempts = $1, updated_at = $2, lease_until_ms = $3
-                 WHERE id = $4 AND state = 'queued' AND revision = $5 AND lease_owner = $6",
-            )
-            .bind(a.attempt_no)
-            .bind(&now)
-            .bind(until)
-            .bind(&a.filing_id)
-            .bind(a.revision)
-            .bind(&lease.owner)
-            .execute(&mut *tx)
-            .await?;
-            if claimed.rows_affected() != 1 {
-                // Changed under us (held, corrected): give the whole claim up; nothing was sent.
-                return Err(StoreError::StreamMoved {
-                    province: province.to_owned(),
-                    expected: expected_last,
-                    found: expected_last,
-                });
+        // The claim: every filing still queued, at the revision built, leased by this
+        // instance — or nothing at all.
+        let mut claimed = 0usize;
+        for chunk in attempts.chunks(300) {
+            let sql = format!(
+                "UPDATE filings SET state = 'submitting', attempts = v.column2, updated_at = $1, lease_until_ms = $2
+                 FROM ({}) AS v
+                 WHERE filings.id = v.column1 AND filings.state = 'queued' AND filings.revision = v.column3
+                   AND filings.lease_owner = $3
+                 RETURNING filings.id",
+                multi_row_insert("VALUES ", 3, chunk.len(), 4)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&now)
+                .bind(until)
+                .bind(&lease.owner);
+            for a in chunk {
+                q = q.bind(&a.filing_id).bind(a.attempt_no).bind(a.revision);
             }
-            let attempt_id: i64 = sqlx::query_scalar(
-                "INSERT INTO attempts (filing_id, attempt_no, province, ids, upload_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(&a.filing_id)
-            .bind(a.attempt_no)
-            .bind(province)
-            .bind(&a.ids_json)
-            .bind(upload_id)
-            .bind(&now)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE filings SET current_attempt = $1, reasons = '[]' WHERE id = $2")
-                .bind(attempt_id)
-                .bind(&a.filing_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO upload_file_filings (upload_id, filing_id, attempt_id) VALUES ($1, $2, $3)")
-                .bind(upload_id)
-                .bind(&a.filing_id)
-                .bind(attempt_id)
-                .execute(&mut *tx)
-                .await?;
-            for (czlx, jlid, part) in &a.records {
-                sqlx::query(
-                    "INSERT INTO attempt_records (attempt_id, filing_id, province, czlx, jlid, part) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(attempt_id)
-                .bind(&a.filing_id)
-                .bind(province)
-                .bind(czlx)
-                .bind(jlid)
-                .bind(part)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (kind, value, part) in &a.id_keys {
-                sqlx::query("INSERT INTO attempt_ids (province, kind, value, attempt_id, part) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(province)
-                    .bind(kind)
-                    .bind(value)
-                    .bind(attempt_id)
-                    .bind(part)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            insert_event(
-                &mut tx,
-                Some(&a.filing_id),
-                Some(province),
-                "claimed",
-                "gateway",
-                json!({"attempt": a.attempt_no, "dataSequence": file.data_sequence, "file": file.file_name}),
-            )
-            .await?;
+            claimed += q.fetch_all(&mut *tx).await?.len();
         }
+        if claimed != attempts.len() {
+            // Changed under us (held, corrected): give the whole claim up; nothing was sent.
+            return Err(StoreError::StreamMoved {
+                province: province.to_owned(),
+                expected: expected_last,
+                found: expected_last,
+            });
+        }
+        for chunk in attempts.chunks(500) {
+            let sql = multi_row_insert(
+                "INSERT INTO attempts (filing_id, attempt_no, province, ids, upload_id, created_at) VALUES ",
+                6,
+                chunk.len(),
+                1,
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for a in chunk {
+                q = q
+                    .bind(&a.filing_id)
+                    .bind(a.attempt_no)
+                    .bind(province)
+                    .bind(&a.ids_json)
+                    .bind(upload_id)
+                    .bind(&now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let attempt_ids: HashMap<String, i64> =
+            sqlx::query("SELECT filing_id, id FROM attempts WHERE upload_id = $1")
+                .bind(upload_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        sqlx::query(
+            "UPDATE filings SET current_attempt = a.id, reasons = '[]'
+             FROM attempts a WHERE a.upload_id = $1 AND filings.id = a.filing_id",
+        )
+        .bind(upload_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO upload_file_filings (upload_id, filing_id, attempt_id)
+             SELECT upload_id, filing_id, id FROM attempts WHERE upload_id = $1",
+        )
+        .bind(upload_id)
+        .execute(&mut *tx)
+        .await?;
+        let attempt_of = |a: &NewAttempt| -> Result<i64> {
+            attempt_ids.get(&a.filing_id).copied().ok_or_else(|| {
+                StoreError::Db(sqlx::Error::Protocol(format!(
+                    "attempt of filing {} not found after insert",
+                    a.filing_id
+                )))
+            })
+        };
+        let mut records = Vec::new();
+        let mut keys = Vec::new();
+        for a in attempts {
+            let attempt_id = attempt_of(a)?;
+            for r in &a.records {
+                records.push((attempt_id, a.filing_id.as_str(), r));
+            }
+            for k in &a.id_keys {
+                keys.push((attempt_id, k));
+            }
+        }
+        for chunk in records.chunks(500) {
+            let sql = multi_row_insert(
+                "INSERT INTO attempt_records (attempt_id, filing_id, province, czlx, jlid, part) VALUES ",
+                6,
+                chunk.len(),
+                1,
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (attempt_id, filing_id, (czlx, jlid, part)) in chunk {
+                q = q
+                    .bind(*attempt_id)
+                    .bind(*filing_id)
+                    .bind(province)
+                    .bind(*czlx)
+                    .bind(*jlid)
+                    .bind(part);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in keys.chunks(500) {
+            let sql = multi_row_insert(
+                "INSERT INTO attempt_ids (province, kind, value, attempt_id, part) VALUES ",
+                5,
+                chunk.len(),
+                1,
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (attempt_id, (kind, value, part)) in chunk {
+                q = q
+                    .bind(province)
+                    .bind(*kind)
+                    .bind(*value)
+                    .bind(*attempt_id)
+                    .bind(part);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let events: Vec<NewEvent<'_>> = attempts
+            .iter()
+            .map(|a| NewEvent {
+                filing: Some(&a.filing_id),
+                province: Some(province),
+                kind: "claimed",
+                actor: "gateway",
+                detail: json!({"attempt": a.attempt_no, "dataSequence": file.data_sequence, "file": file.file_name})
+                    .to_string(),
+            })
+            .collect();
+        insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(upload_id)
     }

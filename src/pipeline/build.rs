@@ -156,12 +156,15 @@ impl Gateway {
     ) -> Result<Preloaded, PipelineError> {
         let mut pre = Preloaded::default();
         let mut seen = HashSet::new();
-        for q in filings {
-            for number in record_numbers(&q.filing) {
-                if !seen.insert(number.to_owned()) {
-                    continue;
-                }
-                match self.store.registry_lookup(province, number).await? {
+        let numbers: Vec<&str> = filings
+            .iter()
+            .flat_map(|q| record_numbers(&q.filing))
+            .filter(|n| seen.insert(*n))
+            .collect();
+        let mut entries = self.store.registry_lookup_many(province, &numbers).await?;
+        {
+            for number in numbers {
+                match entries.remove(number) {
                     Some(RegistryEntry::Subject(s)) => {
                         pre.subjects.insert(
                             number.to_owned(),
@@ -293,32 +296,45 @@ impl Gateway {
         let mut chosen: Vec<Candidate> = Vec::new();
         let mut records = 0usize;
         let mut bytes_estimate = 0usize;
-        for q in queued {
+        // Count the ids each filing needs, then reserve them for the whole batch at once
+        // (ids of filings left for a later file are skipped, never reused).
+        let dry: Vec<Result<i64, Vec<crate::datafile::Finding>>> = queued
+            .iter()
+            .map(|q| {
+                let mut needed = 0i64;
+                ids::plan_ids(&q.filing, &registry, &mut || {
+                    needed += 1;
+                    needed
+                })
+                .map(|_| needed.max(1))
+            })
+            .collect();
+        let total: i64 = dry.iter().flatten().sum();
+        let mut next_id = if total > 0 {
+            self.store.allocate_provider_ids(province, total).await?
+        } else {
+            0
+        };
+        for (q, plan_dry) in queued.into_iter().zip(dry) {
             let f = &q.filing;
             let n = upload::record_count(f);
             if records + n > max_records {
                 break;
             }
-            // Count the ids this filing needs, then reserve exactly that many.
-            let mut needed = 0i64;
-            let plan_dry = ids::plan_ids(f, &registry, &mut || {
-                needed += 1;
-                needed
-            });
-            if let Err(findings) = plan_dry {
-                let reasons = findings
-                    .into_iter()
-                    .map(|x| preflight_reason(&x.code, &x.field, x.message))
-                    .collect::<Vec<_>>();
-                self.store.needs_correction(&f.id, &reasons).await?;
-                report.needs_correction += 1;
-                continue;
-            }
-            let first = self
-                .store
-                .allocate_provider_ids(province, needed.max(1))
-                .await?;
-            let mut next = first;
+            let needed = match plan_dry {
+                Ok(needed) => needed,
+                Err(findings) => {
+                    let reasons = findings
+                        .into_iter()
+                        .map(|x| preflight_reason(&x.code, &x.field, x.message))
+                        .collect::<Vec<_>>();
+                    self.store.needs_correction(&f.id, &reasons).await?;
+                    report.needs_correction += 1;
+                    continue;
+                }
+            };
+            let mut next = next_id;
+            next_id += needed;
             let plan = ids::plan_ids(f, &registry, &mut || {
                 let v = next;
                 next += 1;

@@ -232,19 +232,47 @@ impl Store {
         province: &str,
         record_number: &str,
     ) -> Result<Option<RegistryEntry>> {
-        let row = sqlx::query(
-            "SELECT kind, province_id, isp_id, parent_id, data FROM registry
-             WHERE province = $1 AND record_number = $2 AND cancelled_at IS NULL ORDER BY updated_at DESC LIMIT 1",
-        )
-        .bind(province)
-        .bind(record_number)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let kind: String = row.get(0);
-        let data: String = row.get(4);
-        let parent: Option<i64> = row.get(3);
-        Ok(Some(match kind.as_str() {
+        Ok(self
+            .registry_lookup_many(province, &[record_number])
+            .await?
+            .remove(record_number))
+    }
+
+    /// Looks many record numbers up at once (500 to a query): the newest live entry of each
+    /// number found.
+    pub async fn registry_lookup_many(
+        &self,
+        province: &str,
+        record_numbers: &[&str],
+    ) -> Result<std::collections::HashMap<String, RegistryEntry>> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in record_numbers.chunks(500) {
+            let sql = format!(
+                "SELECT record_number, kind, parent_id, data FROM registry
+                 WHERE province = $1 AND record_number IN ({}) AND cancelled_at IS NULL
+                 ORDER BY updated_at DESC",
+                super::placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(province);
+            for n in chunk {
+                q = q.bind(*n);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let number: String = row.get(0);
+                if found.contains_key(&number) {
+                    continue; // an older entry of the same number
+                }
+                let entry = registry_entry(row.get(1), row.get(2), row.get(3))?;
+                found.insert(number, entry);
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn registry_entry(kind: String, parent: Option<i64>, data: String) -> Result<RegistryEntry> {
+    {
+        Ok(match kind.as_str() {
             "subject" => RegistryEntry::Subject(
                 serde_json::from_str(&data).map_err(json_err("registry subject"))?,
             ),
@@ -256,7 +284,7 @@ impl Store {
                 subject_ztid: parent,
                 app: serde_json::from_str(&data).map_err(json_err("registry app"))?,
             },
-        }))
+        })
     }
 }
 

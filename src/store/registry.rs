@@ -2,6 +2,8 @@
 //! One downloaded file is applied in one transaction, recorded by name, so a file served again
 //! changes nothing; results that match nothing are stored and raised as alarms.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
@@ -177,7 +179,11 @@ impl Store {
         for content in parts {
             match content {
                 DownloadContent::Results(pairs) => {
-                    apply_results(&mut tx, province, download_id, pairs).await?
+                    if pairs.iter().any(|p| p.whole_file.is_some()) {
+                        apply_results_one_by_one(&mut tx, province, download_id, pairs).await?
+                    } else {
+                        apply_results(&mut tx, province, download_id, pairs).await?
+                    }
                 }
                 DownloadContent::Published(records) => {
                     apply_published(&mut tx, province, records).await?
@@ -290,7 +296,9 @@ fn registry_entry(kind: String, parent: Option<i64>, data: String) -> Result<Reg
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
-async fn apply_results(
+/// Pair by pair, as 5.1 reads; used when a file carries a whole-file fault (a pair with no
+/// `Jlid`), which decides every open record of an uploaded file at once.
+async fn apply_results_one_by_one(
     tx: &mut Tx<'_>,
     province: &str,
     download_id: i64,
@@ -354,22 +362,7 @@ async fn apply_results(
             .await?;
             continue;
         }
-        let reasons: Vec<Reason> = pair
-            .codes
-            .iter()
-            .filter(|(code, _)| *code != 1001 && *code != 1901)
-            .map(|(code, dmms)| Reason {
-                source: "bureau".into(),
-                code: json!(code),
-                field: None,
-                message: [dmms.as_deref(), pair.shyj.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })
-            .collect();
+        let reasons = pair_reasons(pair);
         let reasons_json = serde_json::to_string(&reasons).map_err(json_err("reasons"))?;
         for (record_id, filing_id, attempt_id) in &record_ids {
             // A result for an attempt proves its file arrived, even when the sender died before
@@ -396,6 +389,291 @@ async fn apply_results(
             settle_filing(tx, province, filing_id, *attempt_id, &pair.decided_at).await?;
         }
     }
+    Ok(())
+}
+
+/// The reasons a pair's codes give (1001 and 1901 are no reasons).
+fn pair_reasons(pair: &ResultInput) -> Vec<Reason> {
+    pair.codes
+        .iter()
+        .filter(|(code, _)| *code != 1001 && *code != 1901)
+        .map(|(code, dmms)| Reason {
+            source: "bureau".into(),
+            code: json!(code),
+            field: None,
+            message: [dmms.as_deref(), pair.shyj.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+        .collect()
+}
+
+/// The state a filing's current attempt gives from its records' statuses (5.1): rejected as
+/// soon as any record has a final result other than 1001; awaiting SMS while any record is
+/// at 1901; approved when all are 1001.
+fn attempt_state<'s>(statuses: impl Iterator<Item = &'s str> + Clone) -> &'static str {
+    let mut all = statuses.clone();
+    let any = |s: &str| statuses.clone().any(|st| st == s);
+    if any("rejected") {
+        "rejected"
+    } else if any("expired") {
+        "expired"
+    } else if any("awaiting_sms") {
+        "awaiting_sms"
+    } else if all.all(|st| st == "approved") {
+        "approved"
+    } else {
+        "submitted"
+    }
+}
+
+/// The results of one download file, in a fixed number of statements: the open records the
+/// pairs name are read at once and matched in order in memory (a record at 1901 stays open
+/// for a later pair), then results, record updates, filing states and events are written
+/// with multi-row statements. Every filing is settled once, on its records' final statuses.
+async fn apply_results(
+    tx: &mut Tx<'_>,
+    province: &str,
+    download_id: i64,
+    pairs: &[ResultInput],
+) -> Result<()> {
+    // (czlx, jlid) → [record id, filing, attempt, status], oldest record first.
+    let mut jlids: Vec<i64> = pairs.iter().filter_map(|p| p.jlid).collect();
+    jlids.sort_unstable();
+    jlids.dedup();
+    type Open = (i64, String, i64, String);
+    let mut open: HashMap<(i64, i64), Vec<Open>> = HashMap::new();
+    for chunk in jlids.chunks(500) {
+        let sql = format!(
+            "SELECT id, filing_id, attempt_id, czlx, jlid, status FROM attempt_records
+             WHERE province = $1 AND status IN ('open', 'awaiting_sms') AND jlid IN ({})
+             ORDER BY id",
+            super::placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(province);
+        for j in chunk {
+            q = q.bind(*j);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            open.entry((r.get(3), r.get(4))).or_default().push((
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(5),
+            ));
+        }
+    }
+    // Match pair by pair in memory.
+    struct RecordUpdate {
+        status: &'static str,
+        codes: String,
+        decided_at: String,
+    }
+    let mut record_updates: HashMap<i64, RecordUpdate> = HashMap::new();
+    let mut results: Vec<(i64, String, Option<String>)> = Vec::with_capacity(pairs.len());
+    let mut alarms: Vec<String> = Vec::new();
+    // filing → (attempt, decided_at of the last pair that touched it), in first-touch order.
+    let mut touched: Vec<(String, i64)> = Vec::new();
+    let mut decided: HashMap<String, String> = HashMap::new();
+    for (index, pair) in pairs.iter().enumerate() {
+        let codes_json = serde_json::to_string(&pair.codes).map_err(json_err("result codes"))?;
+        let matched = match (pair.czlx, pair.jlid) {
+            (Some(c), Some(j)) => open.get_mut(&(c, j)).and_then(|records| {
+                records
+                    .iter_mut()
+                    .find(|r| r.3 == "open" || r.3 == "awaiting_sms")
+            }),
+            _ => None,
+        };
+        let Some(record) = matched else {
+            results.push((index as i64, codes_json, None));
+            alarms.push(
+                json!({"czlx": pair.czlx, "jlid": pair.jlid, "codes": pair.codes.iter().map(|c| c.0).collect::<Vec<_>>(), "wholeFile": pair.whole_file})
+                    .to_string(),
+            );
+            continue;
+        };
+        record.3 = pair.verdict.status().to_owned();
+        results.push((index as i64, codes_json, Some(record.1.clone())));
+        let reasons_json =
+            serde_json::to_string(&pair_reasons(pair)).map_err(json_err("reasons"))?;
+        record_updates.insert(
+            record.0,
+            RecordUpdate {
+                status: pair.verdict.status(),
+                codes: reasons_json,
+                decided_at: pair.decided_at.clone(),
+            },
+        );
+        if decided
+            .insert(record.1.clone(), pair.decided_at.clone())
+            .is_none()
+        {
+            touched.push((record.1.clone(), record.2));
+        }
+    }
+    for chunk in results.chunks(300) {
+        let sql = super::multi_row_insert(
+            "INSERT INTO results (download_file_id, pair_index, province, czlx, jlid, codes, shyj, shsj, filing_id) VALUES ",
+            9,
+            chunk.len(),
+            1,
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (index, codes, filing) in chunk {
+            let pair = &pairs[*index as usize];
+            q = q
+                .bind(download_id)
+                .bind(*index)
+                .bind(province)
+                .bind(pair.czlx)
+                .bind(pair.jlid)
+                .bind(codes)
+                .bind(&pair.shyj)
+                .bind(&pair.shsj)
+                .bind(filing);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let alarm_events: Vec<super::NewEvent<'_>> = alarms
+        .into_iter()
+        .map(|detail| super::NewEvent {
+            filing: None,
+            province: Some(province),
+            kind: "alarm.unmatched_result",
+            actor: "bureau",
+            detail,
+        })
+        .collect();
+    super::insert_events(tx, &alarm_events).await?;
+    if touched.is_empty() {
+        return Ok(());
+    }
+    // A result for an attempt proves its file arrived, even when the sender died before it
+    // could record the answer (the next sender would only reconcile it).
+    let mut attempts: Vec<i64> = touched.iter().map(|(_, a)| *a).collect();
+    attempts.sort_unstable();
+    attempts.dedup();
+    let mut pending: Vec<i64> = Vec::new();
+    for chunk in attempts.chunks(500) {
+        let sql = format!(
+            "SELECT DISTINCT u.id FROM attempts a JOIN upload_files u ON u.id = a.upload_id
+             WHERE a.id IN ({}) AND u.status = 'pending' ORDER BY u.id",
+            super::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+        for a in chunk {
+            q = q.bind(*a);
+        }
+        pending.extend(q.fetch_all(&mut **tx).await?);
+    }
+    pending.sort_unstable();
+    pending.dedup();
+    for upload in pending {
+        super::mark_arrived_in(tx, upload, "result_received").await?;
+    }
+    let updates: Vec<(&i64, &RecordUpdate)> = record_updates.iter().collect();
+    for chunk in updates.chunks(300) {
+        let sql = format!(
+            "UPDATE attempt_records SET status = v.column2, codes = v.column3, decided_at = v.column4
+             FROM ({}) AS v WHERE attempt_records.id = v.column1",
+            super::multi_row_insert("VALUES ", 4, chunk.len(), 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, u) in chunk {
+            q = q
+                .bind(**id)
+                .bind(u.status)
+                .bind(&u.codes)
+                .bind(&u.decided_at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    // Settle every touched filing whose current attempt is the one decided.
+    let mut current: HashMap<String, (Option<i64>, String)> = HashMap::new();
+    let mut statuses: HashMap<i64, Vec<(String, String)>> = HashMap::new();
+    for chunk in touched.chunks(500) {
+        let sql = format!(
+            "SELECT id, current_attempt, state FROM filings WHERE id IN ({})",
+            super::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (f, _) in chunk {
+            q = q.bind(f);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            current.insert(r.get(0), (r.get(1), r.get(2)));
+        }
+        let sql = format!(
+            "SELECT attempt_id, status, codes FROM attempt_records WHERE attempt_id IN ({}) ORDER BY id",
+            super::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (_, a) in chunk {
+            q = q.bind(*a);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            statuses
+                .entry(r.get(0))
+                .or_default()
+                .push((r.get(1), r.get(2)));
+        }
+    }
+    let now_s = fmt_time(now());
+    let mut settled: Vec<(&str, &'static str, String, Option<&str>, String)> = Vec::new();
+    for (filing, attempt) in &touched {
+        let Some((Some(cur), state)) = current.get(filing) else {
+            continue;
+        };
+        if cur != attempt || super::state::is_terminal(state) {
+            continue;
+        }
+        let records = statuses.get(attempt).map(Vec::as_slice).unwrap_or(&[]);
+        let new_state = attempt_state(records.iter().map(|(s, _)| s.as_str()));
+        if new_state == state {
+            continue;
+        }
+        let mut reasons: Vec<Reason> = Vec::new();
+        for (_, codes) in records {
+            let mut rs: Vec<Reason> =
+                serde_json::from_str(codes).map_err(json_err("record reasons"))?;
+            reasons.append(&mut rs);
+        }
+        let codes: Vec<&serde_json::Value> = reasons.iter().map(|r| &r.code).collect();
+        let detail = json!({"codes": codes}).to_string();
+        let reasons_json = serde_json::to_string(&reasons).map_err(json_err("reasons"))?;
+        let decided_at = super::state::is_terminal(new_state)
+            .then(|| decided.get(filing).map(String::as_str))
+            .flatten();
+        settled.push((filing, new_state, reasons_json, decided_at, detail));
+    }
+    for chunk in settled.chunks(300) {
+        let sql = format!(
+            "UPDATE filings SET state = v.column2, reasons = v.column3,
+                    decided_at = COALESCE(v.column4, filings.decided_at), updated_at = $1
+             FROM ({}) AS v WHERE filings.id = v.column1",
+            super::multi_row_insert("VALUES ", 4, chunk.len(), 2)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&now_s);
+        for (filing, state, reasons, decided_at, _) in chunk {
+            q = q.bind(*filing).bind(*state).bind(reasons).bind(*decided_at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let events: Vec<super::NewEvent<'_>> = settled
+        .iter()
+        .map(|(filing, state, _, _, detail)| super::NewEvent {
+            filing: Some(filing),
+            province: Some(province),
+            kind: state,
+            actor: "bureau",
+            detail: detail.clone(),
+        })
+        .collect();
+    super::insert_events(tx, &events).await?;
     Ok(())
 }
 
@@ -429,18 +707,7 @@ async fn settle_filing(
             .into_iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-    let any = |s: &str| records.iter().any(|(st, _)| st == s);
-    let new_state = if any("rejected") {
-        "rejected"
-    } else if any("expired") {
-        "expired"
-    } else if any("awaiting_sms") {
-        "awaiting_sms"
-    } else if records.iter().all(|(st, _)| st == "approved") {
-        "approved"
-    } else {
-        "submitted"
-    };
+    let new_state = attempt_state(records.iter().map(|(s, _)| s.as_str()));
     if new_state == state {
         return Ok(());
     }

@@ -213,6 +213,7 @@ fn sandbox_config(settings: &Settings) -> SandboxConfig {
         sms_time_factor: s.sms_time_factor,
         sms_confirm_delay: Duration::from_millis(s.sms_confirm_delay_ms),
         seed_path: s.seed.clone(),
+        answer_delay: Duration::from_millis(s.answer_delay_ms),
         ..SandboxConfig::default()
     }
 }
@@ -251,6 +252,10 @@ pub async fn start_sandbox_for(settings: &mut Settings) -> anyhow::Result<Sandbo
     let handle = sandbox::start(listener, sandbox_config(settings)).await?;
     settings.bureau.url = format!("http://{}/{{province}}", handle.local_addr());
     settings.bureau.provinces.clear();
+    // A local stand-in, not a bureau to be polite to: the README's first run stays ~15 s
+    // instead of ~45 s at provinces.toml's rates. A separate `sandbox` process gets the
+    // gateway's configured limits (tests/instances.rs runs that way).
+    settings.bureau.rate_limits = false;
     settings.bureau.extensions = vec!["app".into(), "sms".into()];
     info!(address = %handle.local_addr(), "sandbox bureau started in-process");
     Ok(handle)

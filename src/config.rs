@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::bureau::limiter::Limits;
 use crate::calendar::DeadlinePolicy;
 use crate::provinces::{Province, Provinces, ProvincesError};
 
@@ -182,6 +183,10 @@ pub struct BureauSettings {
     pub retry_max_interval_secs: u64,
     pub retry_max_elapsed_secs: u64,
     pub max_downloads_per_poll: usize,
+    /// Each bureau's `requests_per_minute` and `concurrency` (provinces.toml) are enforced on
+    /// every request; false turns the limits off (benchmarks, fast test suites).
+    #[serde(default = "yes")]
+    pub rate_limits: bool,
     #[serde(default)]
     pub provinces: BTreeMap<String, ProvinceOverride>,
 }
@@ -190,7 +195,7 @@ fn yes() -> bool {
     true
 }
 
-/// Per-province overrides of the bureau account and endpoint.
+/// Per-province overrides of the bureau account and endpoint, and of its provinces.toml limits.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ProvinceOverride {
     pub url: Option<String>,
@@ -200,6 +205,8 @@ pub struct ProvinceOverride {
     pub aes_key: Option<Secret>,
     pub aes_iv: Option<Secret>,
     pub extensions: Option<Vec<String>>,
+    pub requests_per_minute: Option<u32>,
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -297,6 +304,9 @@ pub struct SandboxSettings {
     pub decision_delay_ms: u64,
     pub sms_confirm_delay_ms: u64,
     pub sms_time_factor: f64,
+    /// Every answer takes at least this long (0: at once).
+    #[serde(default)]
+    pub answer_delay_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -410,6 +420,19 @@ impl Settings {
                 ));
             }
         }
+        for (code, o) in &self.bureau.provinces {
+            for (name, value) in [
+                ("requests_per_minute", o.requests_per_minute),
+                ("concurrency", o.concurrency),
+            ] {
+                if value == Some(0) {
+                    return Err(invalid(
+                        &format!("bureau.provinces.{code}.{name}"),
+                        "must be at least 1".into(),
+                    ));
+                }
+            }
+        }
         if self.bureau.isp_id < 1 {
             return Err(invalid("bureau.isp_id", "must be a positive number".into()));
         }
@@ -495,10 +518,34 @@ impl Settings {
             .min(self.batch.max_records)
     }
 
-    /// Requests per minute a bureau allows (provinces.toml; 60 for an unknown code).
+    /// Requests per minute a bureau allows: `[bureau.provinces.CODE]`, else provinces.toml, else
+    /// 60 (an unknown code).
     pub fn requests_per_minute(&self, province: &str) -> u32 {
-        self.province(province)
-            .map_or(60, |p| p.requests_per_minute)
+        self.bureau
+            .provinces
+            .get(province)
+            .and_then(|o| o.requests_per_minute)
+            .or_else(|| self.province(province).map(|p| p.requests_per_minute))
+            .unwrap_or(60)
+    }
+
+    /// Requests a bureau allows in flight at once: `[bureau.provinces.CODE]`, else
+    /// provinces.toml, else 1.
+    pub fn concurrency(&self, province: &str) -> u32 {
+        self.bureau
+            .provinces
+            .get(province)
+            .and_then(|o| o.concurrency)
+            .or_else(|| self.province(province).map(|p| p.concurrency))
+            .unwrap_or(1)
+    }
+
+    /// The limits every request to a bureau waits for; `None` with `bureau.rate_limits = false`.
+    pub fn limits(&self, province: &str) -> Option<Limits> {
+        self.bureau.rate_limits.then(|| Limits {
+            requests_per_minute: self.requests_per_minute(province),
+            concurrency: self.concurrency(province),
+        })
     }
 
     /// The configured effective settings as pretty JSON, secrets redacted.
@@ -619,6 +666,42 @@ mod tests {
     fn secrets_do_not_print() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "***");
+    }
+
+    #[test]
+    fn limits_come_from_provinces_toml_unless_overridden_or_off() {
+        let mut s = Settings::load(None).unwrap();
+        assert!(s.bureau.rate_limits);
+        let gd = Limits {
+            requests_per_minute: 20,
+            concurrency: 1,
+        };
+        assert_eq!(s.limits("440000"), Some(gd));
+        assert_eq!(s.limits("310000").map(|l| l.requests_per_minute), Some(60));
+        s.bureau.provinces.insert(
+            "440000".into(),
+            ProvinceOverride {
+                requests_per_minute: Some(600),
+                concurrency: Some(2),
+                ..ProvinceOverride::default()
+            },
+        );
+        let fast = Limits {
+            requests_per_minute: 600,
+            concurrency: 2,
+        };
+        assert_eq!(s.limits("440000"), Some(fast));
+        s.bureau.provinces.insert(
+            "110000".into(),
+            ProvinceOverride {
+                concurrency: Some(0),
+                ..ProvinceOverride::default()
+            },
+        );
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("bureau.provinces.110000.concurrency"), "{e}");
+        s.bureau.rate_limits = false;
+        assert_eq!(s.limits("440000"), None);
     }
 
     #[test]

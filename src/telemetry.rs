@@ -41,17 +41,26 @@ pub fn init(format: LogFormat) {
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const BUREAU_SECONDS: &str = "beian_bureau_request_seconds";
+pub const LIMITER_WAIT_SECONDS: &str = "beian_bureau_limiter_wait_seconds";
 
 /// Installs the process-wide Prometheus recorder; `None` when one is installed already (tests
 /// that run the daemon in-process more than once).
 pub fn install_metrics() -> Option<PrometheusHandle> {
+    builder()?.install_recorder().ok()
+}
+
+/// The exporter with the histograms' buckets.
+fn builder() -> Option<PrometheusBuilder> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(BUREAU_SECONDS.to_owned()),
             &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
         )
         .ok()?
-        .install_recorder()
+        .set_buckets_for_metric(
+            Matcher::Full(LIMITER_WAIT_SECONDS.to_owned()),
+            &[0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 3.0, 6.0, 10.0, 30.0, 60.0],
+        )
         .ok()
 }
 
@@ -73,6 +82,13 @@ pub fn count_result(province: &str, verdict: &'static str) {
 pub fn bureau_latency(province: &str, call: &'static str, took: std::time::Duration) {
     metrics::histogram!(BUREAU_SECONDS, "province" => province.to_owned(), "call" => call)
         .record(took.as_secs_f64());
+}
+
+/// How long one request to a bureau waited for its rate and concurrency limiter (every request,
+/// also those that did not wait: the count is the number of requests sent).
+pub fn limiter_wait(province: &str, waited: std::time::Duration) {
+    metrics::histogram!(LIMITER_WAIT_SECONDS, "province" => province.to_owned())
+        .record(waited.as_secs_f64());
 }
 
 /// Circuit state of a bureau: 1 paused (open), 0 working (closed).
@@ -103,4 +119,30 @@ pub fn set_calendar_coverage(days: i64) {
 pub fn count_job(job: &'static str, outcome: &'static str) {
     metrics::counter!("beian_scheduler_runs_total", "job" => job, "outcome" => outcome)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn limiter_waits_are_a_histogram_per_province() {
+        let recorder = super::builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            super::limiter_wait("440000", Duration::from_millis(2500));
+            super::limiter_wait("440000", Duration::ZERO);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(
+                r#"beian_bureau_limiter_wait_seconds_bucket{province="440000",le="3"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"beian_bureau_limiter_wait_seconds_count{province="440000"} 2"#),
+            "{text}"
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //! database (migrations race), a corpus over three bureaus, one instance killed with SIGKILL
 //! mid-run. No filing claimed twice, no double case, one sender per bureau at any moment (the
 //! lease log and who sent each file), and the survivors take the dead one's bureaus over and
-//! finish. Runs on PostgreSQL (the multi-instance store) and on SQLite (same code path, one
-//! file shared by three processes).
+//! finish. The bureau's rate limits hold across the three: the sandbox records every request
+//! of every instance, and in every window of length W a bureau saw at most W × rate + 1 of
+//! them, never more than its `concurrency` at once. Runs on PostgreSQL (the multi-instance
+//! store) and on SQLite (same code path, one file shared by three processes).
 
 mod common;
 
@@ -14,6 +16,66 @@ use beian_gateway::store::Store;
 use common::procs;
 use sqlx::Row;
 
+/// Test rates (requests per minute) that bite: unlimited, a bureau's holder sends its downloads,
+/// acks and uploads within milliseconds of each other. One interval is 125–200 ms.
+const RATES: [(&str, u32); 3] = [("110000", 480), ("310000", 400), ("440000", 300)];
+
+/// Every bureau has `concurrency = 1` in config/provinces.toml.
+const CONCURRENCY: usize = 1;
+
+/// What the bureau saw of one province's requests, from the sandbox's stats.
+struct Seen {
+    requests: usize,
+    min_gap_ms: f64,
+    /// (window ms, most requests in one window, the bound W × rate + 1)
+    windows: Vec<(u64, usize, u64)>,
+    max_in_flight: usize,
+}
+
+/// Checks the rate bound in every window (each request opens one) and the concurrency bound.
+fn seen_by_bureau(stats: &serde_json::Value, province: &str, rpm: u32) -> Seen {
+    let mut starts: Vec<f64> = stats["requests_by_province"][province]
+        .as_array()
+        .unwrap_or_else(|| panic!("{province}: the bureau saw requests"))
+        .iter()
+        .map(|span| span[0].as_f64().unwrap())
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    let interval_ms = 60_000 / u64::from(rpm);
+    let mut windows = Vec::new();
+    for window_ms in [interval_ms, 4 * interval_ms, 10_000, 60_000] {
+        let bound = u64::from(rpm) * window_ms / 60_000 + 1;
+        let most = (0..starts.len())
+            .map(|i| {
+                starts[i..]
+                    .iter()
+                    .take_while(|t| **t - starts[i] <= window_ms as f64)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            most as u64 <= bound,
+            "{province}: {most} requests within {window_ms} ms, the limit {rpm}/min allows {bound}"
+        );
+        windows.push((window_ms, most, bound));
+    }
+    let max_in_flight = stats["max_in_flight"][province].as_u64().unwrap() as usize;
+    assert!(
+        max_in_flight <= CONCURRENCY,
+        "{province}: {max_in_flight} requests in flight at once"
+    );
+    Seen {
+        requests: starts.len(),
+        min_gap_ms: starts
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(f64::INFINITY, f64::min),
+        windows,
+        max_in_flight,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_the_work_and_survive_one_killed() {
     let n = 300;
@@ -23,7 +85,10 @@ async fn three_instances_share_the_work_and_survive_one_killed() {
     let provinces = ["110000", "310000", "440000"];
     let corpus = dir.path().join("corpus.jsonl");
     let ids = procs::write_corpus(&corpus, n, &provinces);
-    let sandbox = procs::SandboxProcess::start(dir.path()).await;
+    // Answers take 20 ms, so two requests at once would overlap at the bureau.
+    let sandbox =
+        procs::SandboxProcess::start_with(dir.path(), &[("BEIAN__SANDBOX__ANSWER_DELAY_MS", "20")])
+            .await;
 
     // Three imports at once on the fresh database: the migrations must not collide.
     let lines: Vec<String> = std::fs::read_to_string(&corpus)
@@ -58,10 +123,16 @@ async fn three_instances_share_the_work_and_survive_one_killed() {
 
     let mut daemons: Vec<_> = (0..3)
         .map(|_| {
-            procs::gateway(&db, sandbox.port, &log)
-                .args(["run", "--exit-when-done"])
-                .spawn()
-                .unwrap()
+            let mut c = procs::gateway(&db, sandbox.port, &log);
+            c.args(["run", "--exit-when-done"])
+                .env("BEIAN__BUREAU__RATE_LIMITS", "true");
+            for (province, rpm) in RATES {
+                c.env(
+                    format!("BEIAN__BUREAU__PROVINCES__{province}__REQUESTS_PER_MINUTE"),
+                    rpm.to_string(),
+                );
+            }
+            c.spawn().unwrap()
         })
         .collect();
     let pids: Vec<u32> = daemons.iter().map(|c| c.id()).collect();
@@ -113,6 +184,13 @@ async fn three_instances_share_the_work_and_survive_one_killed() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // The three daemons' traffic as the bureau saw it (before the unlimited `once` runs that
+    // flush the acks).
+    let traffic = sandbox.stats().await;
+    let seen: Vec<(&str, Seen)> = RATES
+        .iter()
+        .map(|(province, rpm)| (*province, seen_by_bureau(&traffic, province, *rpm)))
+        .collect();
     procs::flush_acks(&db, sandbox.port, &log, &store).await;
     let stats = sandbox.stats().await;
     let fig = procs::check_guarantees(&store, &ids, &stats).await;
@@ -199,4 +277,18 @@ async fn three_instances_share_the_work_and_survive_one_killed() {
         killed_at,
         started.elapsed(),
     );
+    for (province, s) in &seen {
+        let windows: Vec<String> = s
+            .windows
+            .iter()
+            .map(|(w, most, bound)| format!("{w} ms: {most} ≤ {bound}"))
+            .collect();
+        println!(
+            "  bureau {province}: {} requests, closest two {:.0} ms apart, most in flight {}, windows {}",
+            s.requests,
+            s.min_gap_ms,
+            s.max_in_flight,
+            windows.join(", ")
+        );
+    }
 }

@@ -38,6 +38,7 @@ fn gateway_env(bureau_port: u16) -> Vec<(String, String)> {
         ("BEIAN__BUREAU__RETRY_MAX_INTERVAL_SECS", "1".into()),
         ("BEIAN__BUREAU__RETRY_MAX_ELAPSED_SECS", "2".into()),
         ("BEIAN__BUREAU__REQUEST_TIMEOUT_SECS", "5".into()),
+        ("BEIAN__BUREAU__RATE_LIMITS", "false".into()),
         (
             "BEIAN__ATTACHMENTS__DIR",
             fx.join("attachments").display().to_string(),

@@ -1,6 +1,8 @@
 //! The HTTP client of one bureau account (bureau-protocol.md sections 1–6 and 8): signing every
 //! call, size-capped streaming reads, fault classification, retries, and the exactly-once upload
-//! rule of section 3.
+//! rule of section 3. Every request — retries and reconciling queries included — first waits
+//! for the bureau's [`Limiter`] (rate and concurrency), in `call_once`, the one
+//! place requests go out.
 //!
 //! Owns: talking to a bureau and deciding what a `msg_code` or transport failure means for the
 //! call. Must not touch the store, the pipeline's state machine or XML structure (`wire` does
@@ -8,11 +10,13 @@
 //! this module sends exactly those. Logs carry operation, province, dataSequence, msg_code and
 //! latency only — never the password, `pwdHash` or `beianInfo`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use crate::bureau::limiter::Limiter;
 use crate::bureau::retry::{RetryPolicy, Schedule};
 use crate::bureau::wire::{
     self, Auth, HASH_MD5, Operation, Request, ReturnDoc, StatusInfo, WireError,
@@ -361,11 +365,13 @@ pub struct BureauClient {
     config: ClientConfig,
     base_url: String,
     http: reqwest::Client,
+    /// Shared with the gateway, which holds the bureau's limiter off when it takes the lease.
+    limiter: Arc<Limiter>,
 }
 
 impl BureauClient {
     /// Checks the account (HTTPS, or plain HTTP to loopback only; a GBK-encodable password) and
-    /// builds the HTTP client.
+    /// builds the HTTP client, unlimited until [`BureauClient::with_limiter`].
     pub fn new(account: BureauAccount, config: ClientConfig) -> Result<Self, ClientError> {
         let config_error = |reason: String| ClientError::Config {
             province: account.province.clone(),
@@ -407,12 +413,20 @@ impl BureauClient {
             .connect_timeout(config.request_timeout.min(Duration::from_secs(30)))
             .build()
             .map_err(|e| config_error(format!("HTTP client: {}", error_chain(&e))))?;
+        let limiter = Arc::new(Limiter::unlimited(&account.province));
         Ok(Self {
             account,
             config,
             base_url,
             http,
+            limiter,
         })
+    }
+
+    /// Every request of this client waits for `limiter` first.
+    pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     pub fn account(&self) -> &BureauAccount {
@@ -731,8 +745,10 @@ impl BureauClient {
         }
     }
 
-    /// One signed request and its answer, parsed.
+    /// One signed request and its answer, parsed: the only place a request goes out. It waits
+    /// for the bureau's limiter and holds its permit until the answer is read.
     async fn call_once(&self, request: &Request<'_>) -> Result<ReturnDoc, ClientError> {
+        let _permit = self.limiter.acquire().await;
         let op = request.operation();
         let rand_val = package::rand_val();
         let pwd_hash =

@@ -15,6 +15,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::{debug, info, warn};
 
 use crate::bureau::client::{BureauAccount, BureauClient, ClientConfig, ClientError};
+use crate::bureau::limiter::Limiter;
 use crate::calendar::Calendar;
 use crate::codes::CodeTables;
 use crate::config::Settings;
@@ -179,6 +180,8 @@ pub struct Gateway {
     pub(crate) settings: Arc<Settings>,
     pub(crate) calendar: Calendar,
     clients: Mutex<HashMap<String, Arc<BureauClient>>>,
+    /// Each bureau's rate and concurrency limiter, shared with its client; as long-lived.
+    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
     /// One sender per bureau at a time within this process (across processes: the lease).
     bureau_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// This process's name in leases: unique per start, so a restarted process is a new owner.
@@ -235,6 +238,7 @@ impl Gateway {
             settings,
             calendar,
             clients: Mutex::new(HashMap::new()),
+            limiters: Mutex::new(HashMap::new()),
             bureau_locks: Mutex::new(HashMap::new()),
             instance: new_instance_id(),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -316,9 +320,26 @@ impl Gateway {
             aes,
             soap_namespace: self.settings.bureau.soap_namespace.clone(),
         };
-        let client = Arc::new(BureauClient::new(account, self.client_config())?);
+        let limiter = self.limiter(province).await;
+        let client =
+            Arc::new(BureauClient::new(account, self.client_config())?.with_limiter(limiter));
         clients.insert(province.to_owned(), client.clone());
         Ok(client)
+    }
+
+    /// The limiter of a province's bureau (created on first use, from `Settings::limits`).
+    pub(crate) async fn limiter(&self, province: &str) -> Arc<Limiter> {
+        self.limiters
+            .lock()
+            .await
+            .entry(province.to_owned())
+            .or_insert_with(|| {
+                Arc::new(match self.settings.limits(province) {
+                    Some(limits) => Limiter::new(province, limits),
+                    None => Limiter::unlimited(province),
+                })
+            })
+            .clone()
     }
 
     pub(crate) async fn bureau_lock(&self, province: &str) -> Arc<Mutex<()>> {
@@ -332,6 +353,8 @@ impl Gateway {
 
     /// Takes the right to talk to a bureau: this process's mutex, then the bureau's lease.
     /// `None` while another instance holds the lease (it is that instance's bureau for now).
+    /// A lease newly taken (not renewed) holds the bureau's limiter off for one interval: the
+    /// previous holder may have sent just before it let go.
     pub(crate) async fn hold_bureau(
         &self,
         province: &str,
@@ -346,6 +369,9 @@ impl Gateway {
             debug!(province, "another instance sends to this bureau for now");
             return Ok(None);
         };
+        if lease.taken {
+            self.limiter(province).await.hold_off();
+        }
         let lost = Arc::new(AtomicBool::new(false));
         let renewed_ms = Arc::new(AtomicU64::new(0));
         let started = Instant::now();

@@ -29,6 +29,10 @@ pub struct BureauLease {
     /// Raised by one at every takeover by another instance.
     pub token: i64,
     pub expires_ms: i64,
+    /// This acquisition took the bureau (its first lease, or a takeover from another instance),
+    /// rather than renewing a lease this owner already held: nothing is known of the requests
+    /// the bureau saw last.
+    pub taken: bool,
 }
 
 /// One takeover of a bureau (`bureau_lease_log`).
@@ -158,6 +162,7 @@ impl Store {
             owner: owner.to_owned(),
             token,
             expires_ms: now + lease_ms,
+            taken: taken_over,
         }))
     }
 

@@ -29,7 +29,8 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// Settings for a test: fast sandbox delays, tiny retry intervals.
+/// Settings for a test: fast sandbox delays, tiny retry intervals, no rate limits (the limiter
+/// has its own tests, and the several-instances test runs with limits on).
 pub fn test_settings(db: &std::path::Path) -> Settings {
     let mut s = Settings::load(None).expect("default settings load");
     s.database.url = format!("sqlite:{}", db.display());
@@ -42,6 +43,7 @@ pub fn test_settings(db: &std::path::Path) -> Settings {
     s.bureau.retry_max_interval_secs = 1;
     s.bureau.retry_max_elapsed_secs = 5;
     s.bureau.request_timeout_secs = 5;
+    s.bureau.rate_limits = false;
     s.attachments.dir = fixtures().join("attachments");
     s
 }

@@ -76,6 +76,11 @@ pub struct SandboxProcess {
 
 impl SandboxProcess {
     pub async fn start(log_dir: &Path) -> Self {
+        Self::start_with(log_dir, &[]).await
+    }
+
+    /// [`SandboxProcess::start`] with more `BEIAN__SANDBOX__…` settings.
+    pub async fn start_with(log_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let log = std::fs::File::create(log_dir.join("sandbox.log")).unwrap();
         let child = Command::new(BIN)
@@ -86,6 +91,7 @@ impl SandboxProcess {
             .env("BEIAN__SANDBOX__SMS_CONFIRM_DELAY_MS", "200")
             // The 24 h SMS window lasts 10 minutes: no filing expires while the gateway is down.
             .env("BEIAN__SANDBOX__SMS_TIME_FACTOR", "0.00694")
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -150,6 +156,8 @@ pub fn gateway(db: &str, port: u16, log: &Path) -> Command {
         .env("BEIAN__SCHEDULE__POLL", "*/1 * * * * *")
         // Several processes on one host: no shared /metrics port.
         .env("BEIAN__DAEMON__ADMIN_LISTEN", "")
+        // Fast; the several-instances test turns the limits back on with its own rates.
+        .env("BEIAN__BUREAU__RATE_LIMITS", "false")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log);

@@ -86,6 +86,10 @@ pub struct SandboxConfig {
     pub encrypt_downloads: bool,
     /// Domain suffixes the bureau accepts (else 1004).
     pub allowed_suffixes: Vec<String>,
+    /// Every answer takes at least this long (a real bureau is not instant; tests that count
+    /// requests in flight need them to last).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub answer_delay: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -105,6 +109,7 @@ impl Default for SandboxConfig {
             max_files_per_download_queue: 1000,
             encrypt_downloads: true,
             allowed_suffixes: default_suffixes(),
+            answer_delay: Duration::ZERO,
         }
     }
 }
@@ -212,6 +217,7 @@ struct App {
     core: Mutex<state::Core>,
     faults: FaultSwitch,
     namespace: String,
+    answer_delay: Duration,
 }
 
 impl App {
@@ -300,6 +306,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let app = Arc::new(App {
         namespace: cfg.soap_namespace.clone(),
+        answer_delay: cfg.answer_delay,
         core: Mutex::new(state::Core::new(cfg, key, schema, tables, seed)),
         faults: FaultSwitch::default(),
     });
@@ -482,6 +489,33 @@ fn soap_fault(code: &str, msg: &str) -> Response {
     xml_response(StatusCode::INTERNAL_SERVER_ERROR, soap::fault(code, msg))
 }
 
+/// A request to a bureau in progress: counted in flight, and its span recorded when it ends
+/// (also when the client goes away and the handler is dropped).
+struct InFlight {
+    app: Arc<App>,
+    province: String,
+    started_ms: f64,
+}
+
+impl InFlight {
+    fn enter(app: &Arc<App>, province: &str) -> Self {
+        let started_ms = app.core().request_started(province);
+        Self {
+            app: app.clone(),
+            province: province.to_owned(),
+            started_ms,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.app
+            .core()
+            .request_ended(&self.province, self.started_ms);
+    }
+}
+
 async fn handle(
     app: Arc<App>,
     province: String,
@@ -495,7 +529,23 @@ async fn handle(
     if !province_ok {
         return (StatusCode::NOT_FOUND, "no bureau for this province").into_response();
     }
-    let Ok(text) = std::str::from_utf8(&body) else {
+    let _in_flight = InFlight::enter(&app, &province);
+    let response = answer(&app, &province, &conn, &body, service).await;
+    if !app.answer_delay.is_zero() {
+        tokio::time::sleep(app.answer_delay).await;
+    }
+    response
+}
+
+/// The answer to one request of a known province.
+async fn answer(
+    app: &App,
+    province: &str,
+    conn: &ConnKill,
+    body: &Bytes,
+    service: Service,
+) -> Response {
+    let Ok(text) = std::str::from_utf8(body) else {
         return soap_fault("Client", "the envelope is not UTF-8");
     };
     let req = match soap::parse_request(text) {
@@ -513,7 +563,7 @@ async fn handle(
     if !allowed {
         return soap_fault("Client", &format!("unknown operation {op}"));
     }
-    let rule = app.faults.take(&province, &op);
+    let rule = app.faults.take(province, &op);
     if let Some(r) = &rule {
         app.core().stats.faults_applied += 1;
         tracing::info!(province = %province, op = %op, fault = ?r.fault, "sandbox: fault applied");
@@ -526,14 +576,14 @@ async fn handle(
             Fault::Slow { millis } => tokio::time::sleep(Duration::from_millis(*millis)).await,
             Fault::WrongHash => {}
             other => {
-                let doc = fault_doc(&app, &province, other);
-                return misbehave(&app, &conn, &op, other, doc);
+                let doc = fault_doc(app, province, other);
+                return misbehave(app, conn, &op, other, doc);
             }
         }
     }
     let wrong_hash = rule.as_ref().is_some_and(|r| r.fault == Fault::WrongHash);
     let doc = app.core().call(
-        &province,
+        province,
         &req,
         Instant::now(),
         chrono::Utc::now(),
@@ -548,11 +598,11 @@ async fn handle(
             // A msg_code or gap claim after processing replaces the real answer.
             let doc = match &r.fault {
                 Fault::MsgCode { .. } | Fault::GapClaim { .. } => {
-                    fault_doc(&app, &province, &r.fault)
+                    fault_doc(app, province, &r.fault)
                 }
                 _ => doc,
             };
-            misbehave(&app, &conn, &op, &r.fault, doc)
+            misbehave(app, conn, &op, &r.fault, doc)
         }
         _ => xml_response(StatusCode::OK, soap::envelope(&op, &app.namespace, &doc)),
     }

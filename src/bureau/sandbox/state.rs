@@ -83,6 +83,11 @@ pub struct SandboxStats {
     pub files_served: usize,
     pub files_acked: usize,
     pub faults_applied: usize,
+    /// Every request per province as `[start, end]`, milliseconds since the sandbox started
+    /// (from the request read to the answer made): what the bureau saw of everyone's rate.
+    pub requests_by_province: HashMap<String, Vec<[f64; 2]>>,
+    /// The most requests one province had in progress at once.
+    pub max_in_flight: HashMap<String, usize>,
 }
 
 impl SandboxStats {
@@ -103,6 +108,8 @@ pub struct Core {
     seed: HashMap<String, Registry>,
     accounts: HashMap<String, Account>,
     pub stats: SandboxStats,
+    started: Instant,
+    in_flight: HashMap<String, usize>,
 }
 
 fn doc(code: i64) -> String {
@@ -125,7 +132,36 @@ impl Core {
             seed,
             accounts: HashMap::new(),
             stats: SandboxStats::default(),
+            started: Instant::now(),
+            in_flight: HashMap::new(),
         }
+    }
+
+    /// A request to `province` begins; returns its start for [`Core::request_ended`].
+    pub fn request_started(&mut self, province: &str) -> f64 {
+        let now = self.started.elapsed().as_secs_f64() * 1000.0;
+        let n = self.in_flight.entry(province.to_owned()).or_default();
+        *n += 1;
+        let most = self
+            .stats
+            .max_in_flight
+            .entry(province.to_owned())
+            .or_default();
+        *most = (*most).max(*n);
+        now
+    }
+
+    /// The request that began at `started_ms` has its answer.
+    pub fn request_ended(&mut self, province: &str, started_ms: f64) {
+        let now = self.started.elapsed().as_secs_f64() * 1000.0;
+        if let Some(n) = self.in_flight.get_mut(province) {
+            *n = n.saturating_sub(1);
+        }
+        self.stats
+            .requests_by_province
+            .entry(province.to_owned())
+            .or_default()
+            .push([started_ms, now]);
     }
 
     /// Whether a province has a bureau (a `Gj_dm_xx` entry).

@@ -342,6 +342,7 @@ async fn run_in(
     settings.bureau.url = format!("http://{}/{{province}}", sandbox.addr);
     settings.bureau.provinces.clear();
     settings.bureau.extensions = vec!["app".into(), "sms".into()];
+    settings.bureau.rate_limits = false;
     settings.attachments.dir = generator.attachments_dir();
     settings.daemon.admin_listen = String::new();
 

@@ -180,7 +180,8 @@ impl Generator {
             s["idNumber"] = json!(uscc(&b.region, i));
         }
         s["principal"]["idNumber"] = json!(resident_id(&b.region, i));
-        s["principal"]["mobile"] = json!(format!("139{:08}", i % 100_000_000));
+        // Never ending in 0000: the sandbox lets those SMS checks expire on purpose.
+        s["principal"]["mobile"] = json!(format!("139{:07}7", i % 10_000_000));
         let mut site_numbers = Vec::new();
         if let Some(sites) = v["websites"].as_array_mut() {
             for (k, w) in sites.iter_mut().enumerate() {

@@ -37,6 +37,7 @@ impl Gateway {
                 return Ok(report);
             }
         }
+        let mut queue_empty = false;
         loop {
             if self.is_stopping() {
                 info!(province, "shutting down; no more claims or sends");
@@ -53,7 +54,20 @@ impl Gateway {
                         continue;
                     }
                     let started = std::time::Instant::now();
-                    let filings = self.send_file(&guard, province, &file).await?;
+                    // Build ahead: while this file is in flight, the next batch is claimed and
+                    // stored (numbered after it), so the stream does not wait for a build. At
+                    // most one file ahead: each turn sends one and stores one.
+                    let mut ahead = CycleReport::default();
+                    let (sent, claimed) =
+                        tokio::join!(self.send_file(&guard, province, &file), async {
+                            if queue_empty || self.is_stopping() {
+                                return Ok(false);
+                            }
+                            self.claim_locked(&guard, province, &mut ahead).await
+                        });
+                    report.merge(ahead);
+                    let filings = sent?;
+                    queue_empty |= !claimed?;
                     self.clock.add(
                         Stage::Upload,
                         started.elapsed(),
@@ -71,7 +85,7 @@ impl Gateway {
                 }
                 PendingUpload::None => {}
             }
-            if !self.claim_locked(&guard, province, &mut report).await? {
+            if queue_empty || !self.claim_locked(&guard, province, &mut report).await? {
                 break;
             }
         }

@@ -144,7 +144,7 @@ impl Generator {
         match self.mix {
             Mix::Records => false,
             Mix::Attachments => true,
-            Mix::Typical => i % 10 == 0,
+            Mix::Typical => i.is_multiple_of(10),
         }
     }
 

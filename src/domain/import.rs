@@ -97,7 +97,8 @@ fn parse_value(file: &str, index: usize, value: serde_json::Value) -> Result<Fil
         ImportError {
             file: file.to_owned(),
             filing: filing_name,
-            field: if path == "." {
+            // `.` is the document itself; an empty path is an unknown key `""` at the top.
+            field: if path == "." || path.is_empty() {
                 "(document)".into()
             } else {
                 path

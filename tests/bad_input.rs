@@ -202,3 +202,19 @@ fn an_empty_unknown_key_is_named_as_the_document() {
     assert_eq!(e.field, "(document)");
     assert!(e.message.contains("unknown field"), "{e}");
 }
+
+/// Found by the `import` fuzz target: an empty `id` was used as the filing's name, so the
+/// error read "filing : …"; it is named by its position instead.
+#[test]
+fn an_empty_id_is_named_by_position() {
+    let e = parse_file(
+        Path::new("empty-id.json"),
+        "{\"id\":\"\"}\n\n{\"id\":\"A\"}\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.filing, "#0");
+    assert!(
+        e.to_string().starts_with("empty-id.json: filing #0: "),
+        "{e}"
+    );
+}

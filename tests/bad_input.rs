@@ -179,3 +179,42 @@ fn entity_declarations_are_not_expanded() {
         assert!(parse_download_bytes(download.as_bytes()).is_err());
     }
 }
+
+/// Found by the `answer` fuzz target: a mismatched end tag's message quoted both tag names
+/// whole, so an answer with a megabyte-long name made a megabyte-long error (log line, alarm).
+#[test]
+fn error_messages_quote_foreign_names_briefly() {
+    let name = "n".repeat(1024 * 1024);
+    let answer = envelope(&format!(
+        "<ns:isp_uploadResponse><return>&lt;{name}&gt;&lt;/m&gt;</return></ns:isp_uploadResponse>"
+    ));
+    let e = parse_response(Operation::Upload, &answer).unwrap_err();
+    let message = e.to_string();
+    assert!(message.len() < 2048, "{} bytes", message.len());
+    assert!(message.contains("not well-formed"), "{message}");
+}
+
+/// Found by the `import` fuzz target: `{"": …}` (an unknown key that is empty) gave an empty
+/// field path, so the error named no field.
+#[test]
+fn an_empty_unknown_key_is_named_as_the_document() {
+    let e = parse_file(Path::new("empty-key.json"), r#"{"":"A"}"#).unwrap_err();
+    assert_eq!(e.field, "(document)");
+    assert!(e.message.contains("unknown field"), "{e}");
+}
+
+/// Found by the `import` fuzz target: an empty `id` was used as the filing's name, so the
+/// error read "filing : …"; it is named by its position instead.
+#[test]
+fn an_empty_id_is_named_by_position() {
+    let e = parse_file(
+        Path::new("empty-id.json"),
+        "{\"id\":\"\"}\n\n{\"id\":\"A\"}\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.filing, "#0");
+    assert!(
+        e.to_string().starts_with("empty-id.json: filing #0: "),
+        "{e}"
+    );
+}

@@ -896,8 +896,9 @@ fn names_gbk(text: &str) -> bool {
 }
 
 /// Envelopes are UTF-8 (section 1); a bureau that says GBK (header or XML declaration) is read
-/// as GBK.
-fn decode_body(bytes: &[u8], gbk_declared: bool) -> Result<String, WireError> {
+/// as GBK. Public for the fuzz target `tests/fuzz/fuzz_targets/answer.rs`: an answer's bytes
+/// reach [`wire::parse_response`] only through here.
+pub fn decode_body(bytes: &[u8], gbk_declared: bool) -> Result<String, WireError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     match std::str::from_utf8(bytes) {
         Ok(text) => Ok(text.to_owned()),

@@ -508,9 +508,15 @@ fn parse_tree(xml: &str, what: &'static str) -> Result<Element, WireError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| not_xml(format!("{e} at byte {}", reader.error_position())))?;
+        // quick-xml's messages carry tag names (a mismatched end tag): quoted, like all
+        // foreign text, so a broken answer cannot put megabytes into a log line or an alarm.
+        let event = reader.read_event().map_err(|e| {
+            not_xml(format!(
+                "{} at byte {}",
+                quote(&e.to_string()),
+                reader.error_position()
+            ))
+        })?;
         match event {
             Event::Start(e) => {
                 if root.is_some() {

@@ -28,7 +28,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Filing>, ImportError> {
         if !seen.insert(filing.id.clone()) {
             return Err(ImportError {
                 file,
-                filing: filing.id,
+                filing: filing_name(Some(&filing.id), index),
                 field: "id".into(),
                 message: "the same id appears twice in this file".into(),
             });
@@ -78,12 +78,16 @@ fn split_documents(file: &str, text: &str) -> Result<Vec<serde_json::Value>, Imp
     }
 }
 
+/// How an error names a filing: its id, or `#N` (its position) when the id is missing or empty.
+fn filing_name(id: Option<&str>, index: usize) -> String {
+    match id {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => format!("#{index}"),
+    }
+}
+
 fn parse_value(file: &str, index: usize, value: serde_json::Value) -> Result<Filing, ImportError> {
-    let filing_name = value
-        .get("id")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("#{index}"));
+    let filing_name = filing_name(value.get("id").and_then(|v| v.as_str()), index);
     if !value.is_object() {
         return Err(ImportError {
             file: file.to_owned(),
@@ -97,7 +101,8 @@ fn parse_value(file: &str, index: usize, value: serde_json::Value) -> Result<Fil
         ImportError {
             file: file.to_owned(),
             filing: filing_name,
-            field: if path == "." {
+            // `.` is the document itself; an empty path is an unknown key `""` at the top.
+            field: if path == "." || path.is_empty() {
                 "(document)".into()
             } else {
                 path

@@ -62,7 +62,7 @@ pub fn kinds(f: &Filing) -> Vec<AttachmentKind> {
 pub fn noise_attachment(kind: AttachmentKind, seed: u64) -> String {
     let len = max_jpeg_bytes(kind) - 2_000;
     let mut rng = photo::Rng::new(seed);
-    let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     let s = B64.encode(bytes);
     assert!(s.len() <= max_base64_len(kind));
     s

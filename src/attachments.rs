@@ -28,6 +28,9 @@ const MAX_PIXELS: u64 = 64_000_000;
 const GOOD_ENOUGH: f64 = 0.75;
 /// The share of the limit a size estimate aims at.
 const AIM: f64 = 0.88;
+/// A scaled decode is at least this much larger (per side) than the size tried first: room for
+/// one step up after an estimate 1.44× too high in bytes, without decoding again.
+const HEADROOM: f64 = 1.2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AttachmentError {
@@ -372,6 +375,9 @@ impl<'a> Resizer<'a> {
         let denominator = dct_denominator(self.header, w, h);
         let finer_needed = self.decoded.as_ref().is_none_or(|(d, _)| *d > denominator);
         if finer_needed {
+            // Room for the larger size a trial may lead to, so it rarely needs a second decode.
+            let (rw, rh) = self.size_at(scale * HEADROOM);
+            let denominator = denominator.min(dct_denominator(self.header, rw, rh));
             let pixels = decode_scaled(self.bytes, self.header, denominator)?;
             self.decoded = Some((denominator, pixels));
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::{debug, info, warn};
 
+use crate::attachments::PreparedCache;
 use crate::bureau::client::{BureauAccount, BureauClient, ClientConfig, ClientError};
 use crate::calendar::Calendar;
 use crate::codes::CodeTables;
@@ -106,6 +107,8 @@ pub struct Gateway {
     instance: String,
     /// Set on shutdown: the submit loop stops claiming and sending between files.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Attachments re-encoded by the preflight, taken by the claim (each photo once).
+    pub(crate) prepared: PreparedCache,
 }
 
 /// The right to talk to one bureau: this process's per-bureau mutex plus the bureau's lease in
@@ -157,6 +160,7 @@ impl Gateway {
             bureau_locks: Mutex::new(HashMap::new()),
             instance: new_instance_id(),
             stopping: tokio::sync::watch::Sender::new(false),
+            prepared: PreparedCache::default(),
         }
     }
 
@@ -394,6 +398,7 @@ impl Gateway {
             attachments_dir: &s.attachments.dir,
             min_width: s.attachments.min_width,
             min_height: s.attachments.min_height,
+            prepared: Some(&self.prepared),
             build: BuildOptions {
                 isp_id: endpoint.isp_id,
                 app_extension: endpoint.has_extension("app"),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod before;
+pub mod full_decode;
 pub mod photo;
 
 use std::collections::HashMap;

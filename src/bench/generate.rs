@@ -44,8 +44,10 @@ const RECORDS: [&str; 4] = [
     include_str!("../../fixtures/filings/cancel-subject.json"),
 ];
 
-/// Distinct photos the first filings' attachments point at (re-encoded per filing: nothing in
-/// the gateway caches across filings).
+/// Distinct photos the first filings' attachments are made from. Each filing's files are a
+/// pool photo with a comment segment of its own, so no two files are the same bytes (the
+/// gateway keeps re-encoded attachments by content hash between preflight and claim; shared
+/// files would flatter it).
 const PHOTO_POOL: u64 = 12;
 
 /// What varies by bureau.
@@ -64,6 +66,7 @@ pub struct Generator {
     first: Value,
     records: Vec<Value>,
     reviewed_at: String,
+    photos: Vec<Vec<u8>>,
 }
 
 impl Generator {
@@ -110,9 +113,13 @@ impl Generator {
             first: parse(FIRST)?,
             records: RECORDS.iter().map(|t| parse(t)).collect::<Result<_, _>>()?,
             reviewed_at,
+            photos: Vec::new(),
         };
+        let mut generator = generator;
         if generator.uses_photos() {
-            generator.write_photos()?;
+            generator.photos = (0..PHOTO_POOL)
+                .map(|k| super::photo::photo_jpeg(1000 + k))
+                .collect::<Result<_, _>>()?;
         }
         Ok(generator)
     }
@@ -126,15 +133,21 @@ impl Generator {
         self.mix != Mix::Records
     }
 
-    fn write_photos(&self) -> anyhow::Result<()> {
-        let pool = self.attachments_dir().join("pool");
-        std::fs::create_dir_all(&pool)?;
-        for k in 0..PHOTO_POOL {
-            let path = pool.join(format!("photo-{k}.jpg"));
-            if !path.exists() {
-                std::fs::write(&path, super::photo::photo_jpeg(1000 + k)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+    /// Writes filing `i`'s attachment files: pool photos made unique by a JPEG comment.
+    fn write_photos(&self, i: usize, count: usize) -> anyhow::Result<()> {
+        let dir = self.attachments_dir().join(format!("f{i}"));
+        std::fs::create_dir_all(&dir)?;
+        for k in 0..count {
+            let pool = &self.photos[(i * 5 + k) % self.photos.len()];
+            let comment = format!("beian-gateway bench filing {i} attachment {k}");
+            let mut bytes = Vec::with_capacity(pool.len() + comment.len() + 4);
+            bytes.extend_from_slice(&pool[..2]); // SOI
+            bytes.extend_from_slice(&[0xFF, 0xFE]);
+            bytes.extend_from_slice(&((comment.len() + 2) as u16).to_be_bytes());
+            bytes.extend_from_slice(comment.as_bytes());
+            bytes.extend_from_slice(&pool[2..]);
+            let path = dir.join(format!("p{k}.jpg"));
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(())
     }
@@ -222,8 +235,7 @@ impl Generator {
         }
         if let Some(atts) = v["attachments"].as_array_mut() {
             for (k, a) in atts.iter_mut().enumerate() {
-                let photo = (i as u64 * 5 + k as u64) % PHOTO_POOL;
-                a["path"] = json!(format!("pool/photo-{photo}.jpg"));
+                a["path"] = json!(format!("f{i}/p{k}.jpg"));
             }
         }
         v
@@ -238,6 +250,11 @@ impl Generator {
         (0..n).step_by(size.max(1)).map(move |start| {
             let end = (start + size).min(n);
             let docs: Vec<Value> = (start..end).map(|i| self.document(i)).collect();
+            for (i, doc) in (start..end).zip(&docs) {
+                if let Some(atts) = doc["attachments"].as_array().filter(|a| !a.is_empty()) {
+                    self.write_photos(i, atts.len())?;
+                }
+            }
             let text = serde_json::to_string(&docs)?;
             parse_file(Path::new("bench"), &text).map_err(|e| anyhow::anyhow!("{e}"))
         })

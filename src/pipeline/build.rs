@@ -237,7 +237,7 @@ impl Gateway {
                     continue;
                 }
             };
-            match attachments::prepare_jpeg(
+            match self.prepared.take_or_prepare(
                 &bytes,
                 attachments::max_jpeg_bytes(kind),
                 cfg.min_width,

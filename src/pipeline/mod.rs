@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::{debug, info, warn};
 
+use crate::attachments::PreparedCache;
 use crate::bureau::client::{BureauAccount, BureauClient, ClientConfig, ClientError};
 use crate::bureau::limiter::Limiter;
 use crate::calendar::Calendar;
@@ -190,6 +191,8 @@ pub struct Gateway {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Busy time per stage since start.
     clock: StageClock,
+    /// Attachments re-encoded by the preflight, taken by the claim (each photo once).
+    pub(crate) prepared: PreparedCache,
 }
 
 /// The right to talk to one bureau: this process's per-bureau mutex plus the bureau's lease in
@@ -243,6 +246,7 @@ impl Gateway {
             instance: new_instance_id(),
             stopping: tokio::sync::watch::Sender::new(false),
             clock: StageClock::default(),
+            prepared: PreparedCache::default(),
         }
     }
 
@@ -519,6 +523,7 @@ impl Gateway {
             attachments_dir: &s.attachments.dir,
             min_width: s.attachments.min_width,
             min_height: s.attachments.min_height,
+            prepared: Some(&self.prepared),
             build: BuildOptions {
                 isp_id: endpoint.isp_id,
                 app_extension: endpoint.has_extension("app"),

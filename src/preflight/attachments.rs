@@ -1,7 +1,8 @@
 //! Attachments: the kinds each filing must carry (a unit's licence, both sides of every new
 //! principal's ID), and every file: it exists, is a JPEG by its magic bytes, is at most 2 MiB,
 //! and can be brought within the bureau's 100/150 KB limits at a legible size
-//! (`attachments::prepare_jpeg`, the same code the claim uses). The verification form is a
+//! (`attachments::prepare_jpeg`, the same code the claim uses; the result is kept in the
+//! context's `PreparedCache` so the claim does not re-encode it). The verification form is a
 //! provincial rule (`provincial`).
 
 use super::{Context, codes};
@@ -125,7 +126,11 @@ fn files(f: &Filing, ctx: &Context<'_>, out: &mut Vec<Finding>) {
             }
         };
         let limit = max_jpeg_bytes(a.kind.unwrap_or(AttachmentKind::Other));
-        if let Err(e) = prepare_jpeg(&bytes, limit, ctx.min_width, ctx.min_height) {
+        let prepared = match ctx.prepared {
+            Some(cache) => cache.prepare(&bytes, limit, ctx.min_width, ctx.min_height),
+            None => prepare_jpeg(&bytes, limit, ctx.min_width, ctx.min_height),
+        };
+        if let Err(e) = prepared {
             let code = match e {
                 AttachmentError::NotJpeg => codes::ATTACHMENT_NOT_JPEG,
                 AttachmentError::TooLarge { .. } => codes::ATTACHMENT_TOO_LARGE,

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
+use crate::attachments::PreparedCache;
 use crate::codes::CodeTables;
 use crate::datafile::Finding;
 use crate::datafile::ids::{AppRecordIds, DomainIds, IpIds, RecordIds, SiteRecordIds};
@@ -88,6 +89,8 @@ pub struct Context<'a> {
     /// The smallest legible size a re-encoded attachment may have.
     pub min_width: u32,
     pub min_height: u32,
+    /// Where re-encoded attachments are kept for the claim (`None`: not kept).
+    pub prepared: Option<&'a PreparedCache>,
     /// The data file's options for this bureau (its `ispId`, the `app` extension).
     pub build: BuildOptions,
 }
@@ -231,6 +234,7 @@ pub(crate) mod testing {
                 attachments_dir: &self.dir,
                 min_width: 600,
                 min_height: 400,
+                prepared: None,
                 build: BuildOptions {
                     isp_id: 1_100_001_234,
                     app_extension: true,

@@ -321,24 +321,16 @@ impl Gateway {
             if records + n > max_records {
                 break;
             }
-            let needed = match plan_dry {
-                Ok(needed) => needed,
-                Err(findings) => {
-                    let reasons = findings
-                        .into_iter()
-                        .map(|x| preflight_reason(&x.code, &x.field, x.message))
-                        .collect::<Vec<_>>();
-                    self.store.needs_correction(&f.id, &reasons).await?;
-                    report.needs_correction += 1;
-                    continue;
-                }
-            };
-            let mut next = next_id;
-            next_id += needed;
-            let plan = ids::plan_ids(f, &registry, &mut || {
-                let v = next;
-                next += 1;
-                v
+            // The real plan, on this filing's share of the reserved ids (it cannot fail where
+            // the dry run did not: same filing, same registry).
+            let plan = plan_dry.and_then(|needed| {
+                let mut next = next_id;
+                next_id += needed;
+                ids::plan_ids(f, &registry, &mut || {
+                    let v = next;
+                    next += 1;
+                    v
+                })
             });
             let ids = match plan {
                 Ok(ids) => ids,

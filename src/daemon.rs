@@ -441,7 +441,7 @@ impl JobKind {
     }
 }
 
-async fn run_job(kind: JobKind, gw: &Gateway, settings: &Settings) -> CycleReport {
+async fn run_job(kind: JobKind, gw: &Arc<Gateway>, settings: &Settings) -> CycleReport {
     match kind {
         JobKind::Submit => {
             let mut r = match gw.intake().await {

@@ -77,6 +77,9 @@ pub struct BenchReport {
     pub peak_rss_kib: Option<u64>,
     pub sandbox_peak_rss_kib: Option<u64>,
     pub db_bytes: Option<u64>,
+    /// SQLite: how long the process's write turn was held during the end-to-end run, in how
+    /// many turns (one writer at a time: the floor under the end-to-end time).
+    pub write_turn: Option<(Duration, u64)>,
 }
 
 fn rate(items: f64, d: Duration) -> f64 {
@@ -228,6 +231,16 @@ impl BenchReport {
                 "  packaging in the pipeline {:.1} MB/s ÷ raw = {:.2}",
                 rate(mb(p.bytes), p.busy),
                 rate(mb(p.bytes), p.busy) / raw_pack
+            );
+        }
+        if let Some((held, turns)) = self.write_turn {
+            let _ = writeln!(
+                o,
+                "  write turn      held {:.2} s of the {:.2} s end to end ({:.0}%), {} transactions and writes (SQLite has one writer)",
+                held.as_secs_f64(),
+                self.end_to_end.as_secs_f64(),
+                100.0 * held.as_secs_f64() / self.end_to_end.as_secs_f64().max(1e-9),
+                turns
             );
         }
         let kib = |k: Option<u64>| k.map_or("n/a".to_owned(), |k| format!("{} MB", k / 1024));
@@ -394,7 +407,8 @@ async fn run_gateway(
 
     let settings = Arc::new(settings.clone());
     let calendar = crate::commands::load_calendar(&settings);
-    let gateway = Gateway::new(store.clone(), settings.clone(), calendar);
+    let gateway = Arc::new(Gateway::new(store.clone(), settings.clone(), calendar));
+    let turns_before = store.write_turns().read();
     let started = Instant::now();
     let mut cycles = 0;
     let mut last_progress = (Instant::now(), 0i64);
@@ -428,6 +442,14 @@ async fn run_gateway(
         }
     };
     let end_to_end = started.elapsed();
+    let turns_after = store.write_turns().read();
+    let write_turn = (backend == Backend::Sqlite).then(|| {
+        (
+            turns_after.0.saturating_sub(turns_before.0),
+            turns_after.1 - turns_before.1,
+        )
+    });
+
     let clock = gateway.clock();
     let stages: Vec<StageFigure> = Stage::ALL
         .iter()
@@ -469,6 +491,7 @@ async fn run_gateway(
         peak_rss_kib: peak_rss_kib("/proc/self/status"),
         sandbox_peak_rss_kib: None,
         db_bytes: None,
+        write_turn,
     })
 }
 

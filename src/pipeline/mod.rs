@@ -250,6 +250,15 @@ impl Gateway {
         }
     }
 
+    /// The configured provinces' codes.
+    fn known_provinces(&self) -> Vec<String> {
+        self.settings
+            .provinces
+            .iter()
+            .map(|p| p.code.clone())
+            .collect()
+    }
+
     /// Busy time per stage since this gateway started.
     pub fn clock(&self) -> &StageClock {
         &self.clock
@@ -534,7 +543,7 @@ impl Gateway {
 
     /// One full cycle: intake, submit to every bureau with work, poll every bureau.
     #[tracing::instrument(name = "cycle", skip(self))]
-    pub async fn cycle(&self) -> CycleReport {
+    pub async fn cycle(self: &Arc<Self>) -> CycleReport {
         let mut report = match self.intake().await {
             Ok(r) => r,
             Err(e) => CycleReport::failed(e),
@@ -546,8 +555,8 @@ impl Gateway {
 
     /// Submits queued filings to every bureau that has some; bureaus proceed in parallel.
     #[tracing::instrument(name = "submit_all", skip(self))]
-    pub async fn submit_all(&self) -> CycleReport {
-        let provinces = match self.store.active_provinces().await {
+    pub async fn submit_all(self: &Arc<Self>) -> CycleReport {
+        let provinces = match self.store.active_provinces(&self.known_provinces()).await {
             Ok(p) => p,
             Err(e) => return CycleReport::failed(e),
         };
@@ -561,21 +570,72 @@ impl Gateway {
                     .is_none_or(|b| b.accepts_at(local))
             })
             .collect();
-        let results =
-            futures_util::future::join_all(provinces.iter().map(|p| self.submit_province(p))).await;
+        let results = self
+            .per_bureau_tasks(
+                &provinces,
+                |gw, p| async move { gw.submit_province(&p).await },
+            )
+            .await;
         CycleReport::per_bureau("submit", &provinces, results)
     }
 
     /// Downloads and applies results from every bureau that may have some.
     #[tracing::instrument(name = "poll_all", skip(self))]
-    pub async fn poll_all(&self) -> CycleReport {
-        let provinces = match self.store.active_provinces().await {
+    pub async fn poll_all(self: &Arc<Self>) -> CycleReport {
+        let provinces = match self.store.active_provinces(&self.known_provinces()).await {
             Ok(p) => p,
             Err(e) => return CycleReport::failed(e),
         };
-        let results =
-            futures_util::future::join_all(provinces.iter().map(|p| self.poll_province(p))).await;
+        let results = self
+            .per_bureau_tasks(
+                &provinces,
+                |gw, p| async move { gw.poll_province(&p).await },
+            )
+            .await;
         CycleReport::per_bureau("poll", &provinces, results)
+    }
+
+    /// Runs one step for every bureau, each bureau in its own task so that the bureaus share
+    /// the runtime's threads (in one task they would take turns on one thread, and a bureau
+    /// holding the database's write turn would wait behind another's XML build). Results come
+    /// back in the order of `provinces`; a task that panicked is that bureau's error. Dropping
+    /// the future aborts the tasks, as dropping the steps themselves would.
+    async fn per_bureau_tasks<F, Fut>(
+        self: &Arc<Self>,
+        provinces: &[String],
+        step: F,
+    ) -> Vec<Result<CycleReport, PipelineError>>
+    where
+        F: Fn(Arc<Self>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<CycleReport, PipelineError>> + Send + 'static,
+    {
+        use tracing::Instrument;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, p) in provinces.iter().enumerate() {
+            let fut = step(self.clone(), p.clone()).in_current_span();
+            tasks.spawn(async move { (i, fut.await) });
+        }
+        let mut results: Vec<Option<Result<CycleReport, PipelineError>>> =
+            provinces.iter().map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, r)) = joined
+                && let Some(slot) = results.get_mut(i)
+            {
+                *slot = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .zip(provinces)
+            .map(|(r, p)| {
+                r.unwrap_or_else(|| {
+                    Err(PipelineError::Bureau {
+                        province: p.clone(),
+                        message: "the bureau's task panicked".into(),
+                    })
+                })
+            })
+            .collect()
     }
 }
 

@@ -194,7 +194,7 @@ impl Store {
     pub async fn revise(&self, filing: &Filing, allowed: &[&str], actor: &str) -> Result<Revision> {
         let now = fmt_time(now());
         let doc = filing.canonical_json();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(row) =
             sqlx::query("SELECT document, revision, state, province FROM filings WHERE id = $1")
                 .bind(&filing.id)
@@ -268,7 +268,7 @@ impl Store {
         reason: &str,
     ) -> Result<bool> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE filings SET state = 'reviewed', resubmit_requested = 1, reviewed_at = $1, deadline = NULL, updated_at = $2
              WHERE id = $3 AND state = $4",
@@ -317,7 +317,7 @@ impl Store {
         reason: &str,
     ) -> Result<bool> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE filings SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4",
         )
@@ -501,7 +501,7 @@ impl Store {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<LockHolder>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Serializes every acquisition: the row lock (PostgreSQL) or the write lock (SQLite).
         sqlx::query("UPDATE work_lock_gate SET bumps = bumps + 1 WHERE id = 1")
             .execute(&mut *tx)
@@ -542,6 +542,7 @@ impl Store {
 
     /// Extends a lease; false when it was lost (expired and removed by another process).
     pub async fn renew_work_lock(&self, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        let _turn = self.turn().await;
         let done = sqlx::query("UPDATE work_locks SET expires_ms = $1 WHERE holder = $2")
             .bind(now_ms + ttl_ms)
             .bind(holder)
@@ -551,6 +552,7 @@ impl Store {
     }
 
     pub async fn release_work_lock(&self, holder: &str) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query("DELETE FROM work_locks WHERE holder = $1")
             .bind(holder)
             .execute(&self.pool)
@@ -567,7 +569,7 @@ impl Store {
     /// qualified). Files that were sent stay: the next cycle reconciles them.
     pub async fn release_unsent(&self, province: &str, older_than: &str) -> Result<Vec<String>> {
         let now = fmt_time(now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(file) = sqlx::query(
             "SELECT u.id, u.data_sequence, u.file_name FROM upload_files u JOIN bureaus b ON b.province = u.province
              WHERE u.province = $1 AND u.data_sequence = b.last_sequence AND u.status = 'pending'

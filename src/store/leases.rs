@@ -169,6 +169,7 @@ impl Store {
     /// Extends a held lease. False when another instance took the bureau over (the token moved):
     /// the caller must stop sending to that bureau at once.
     pub async fn renew_bureau_lease(&self, lease: &BureauLease, lease_ms: i64) -> Result<bool> {
+        let _turn = self.turn().await;
         let now = self.db_now_ms().await?;
         let done = sqlx::query(
             "UPDATE bureau_leases SET expires_ms = $1 WHERE province = $2 AND owner = $3 AND token = $4",
@@ -184,6 +185,7 @@ impl Store {
 
     /// Gives a bureau up at once (graceful stop), so another instance need not wait a lease out.
     pub async fn release_bureau_lease(&self, lease: &BureauLease) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query(
             "UPDATE bureau_leases SET expires_ms = 0 WHERE province = $1 AND owner = $2 AND token = $3",
         )
@@ -197,6 +199,7 @@ impl Store {
 
     /// Gives up every bureau lease `owner` holds (graceful stop).
     pub async fn release_bureau_leases_of(&self, owner: &str) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query("UPDATE bureau_leases SET expires_ms = 0 WHERE owner = $1")
             .bind(owner)
             .execute(&self.pool)
@@ -273,6 +276,7 @@ impl Store {
 
     /// Drops `owner`'s leases on filings that are still queued (not chosen for a file).
     pub async fn release_queued_leases(&self, province: &str, owner: &str) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query(
             "UPDATE filings SET lease_owner = NULL, lease_until_ms = NULL
              WHERE province = $1 AND lease_owner = $2 AND state = 'queued'",
@@ -363,7 +367,8 @@ impl Store {
         }
         sqlx::query(
             "UPDATE filings SET lease_owner = $1, lease_until_ms = $2
-             WHERE id IN (SELECT filing_id FROM upload_file_filings WHERE upload_id = $3) AND state = 'submitting'",
+             WHERE id IN (SELECT f.id FROM upload_file_filings u JOIN filings f ON f.id = u.filing_id
+                          WHERE u.upload_id = $3 AND f.state = 'submitting')",
         )
         .bind(owner)
         .bind(now + lease_ms)
@@ -388,7 +393,7 @@ impl Store {
     /// Fails unless `lease` is still the bureau's current lease (inside the caller's
     /// transaction; on PostgreSQL the row stays locked until it commits, so a takeover waits).
     pub(crate) async fn check_bureau_lease(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut super::WriteTx,
         lease: &BureauLease,
     ) -> Result<()> {
         let held = sqlx::query(

@@ -259,7 +259,7 @@ impl Store {
                  ORDER BY updated_at DESC",
                 super::placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(province);
+            let mut q = super::batched(self.backend.name(), sql).bind(province);
             for n in chunk {
                 q = q.bind(*n);
             }
@@ -294,7 +294,7 @@ fn registry_entry(kind: String, parent: Option<i64>, data: String) -> Result<Reg
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+type Tx<'a> = super::WriteTx;
 
 /// Pair by pair, as 5.1 reads; used when a file carries a whole-file fault (a pair with no
 /// `Jlid`), which decides every open record of an uploaded file at once.
@@ -453,7 +453,7 @@ async fn apply_results(
              ORDER BY id",
             super::placeholders(2, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(province);
+        let mut q = super::batched(tx.backend_name(), sql).bind(province);
         for j in chunk {
             q = q.bind(*j);
         }
@@ -522,7 +522,7 @@ async fn apply_results(
             chunk.len(),
             1,
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = super::batched(tx.backend_name(), sql);
         for (index, codes, filing) in chunk {
             let pair = &pairs[*index as usize];
             q = q
@@ -564,7 +564,8 @@ async fn apply_results(
              WHERE a.id IN ({}) AND u.status = 'pending' ORDER BY u.id",
             super::placeholders(1, chunk.len())
         );
-        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+        let mut q =
+            sqlx::query_scalar::<_, i64>(super::in_order(tx.backend_name(), sql)).persistent(false);
         for a in chunk {
             q = q.bind(*a);
         }
@@ -582,7 +583,7 @@ async fn apply_results(
              FROM ({}) AS v WHERE attempt_records.id = v.column1",
             super::multi_row_insert("VALUES ", 4, chunk.len(), 1)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = super::batched(tx.backend_name(), sql);
         for (id, u) in chunk {
             q = q
                 .bind(**id)
@@ -600,7 +601,7 @@ async fn apply_results(
             "SELECT id, current_attempt, state FROM filings WHERE id IN ({})",
             super::placeholders(1, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = super::batched(tx.backend_name(), sql);
         for (f, _) in chunk {
             q = q.bind(f);
         }
@@ -611,7 +612,7 @@ async fn apply_results(
             "SELECT attempt_id, status, codes FROM attempt_records WHERE attempt_id IN ({}) ORDER BY id",
             super::placeholders(1, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = super::batched(tx.backend_name(), sql);
         for (_, a) in chunk {
             q = q.bind(*a);
         }
@@ -657,7 +658,7 @@ async fn apply_results(
              FROM ({}) AS v WHERE filings.id = v.column1",
             super::multi_row_insert("VALUES ", 4, chunk.len(), 2)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&now_s);
+        let mut q = super::batched(tx.backend_name(), sql).bind(&now_s);
         for (filing, state, reasons, decided_at, _) in chunk {
             q = q.bind(*filing).bind(*state).bind(reasons).bind(*decided_at);
         }
@@ -742,288 +743,470 @@ async fn settle_filing(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)] // one registry row, column by column
-async fn upsert_registry(
-    tx: &mut Tx<'_>,
-    province: &str,
-    kind: &str,
+/// One registry row for [`upsert_registry_rows`].
+struct RegistryRow<'a> {
+    kind: &'static str,
     province_id: i64,
-    record_number: Option<&str>,
+    record_number: Option<&'a str>,
     isp_id: Option<i64>,
     parent: Option<i64>,
     data: String,
+}
+
+/// Upserts registry rows with multi-row statements. A row met twice in one file is written
+/// once, merged as two upserts in order would leave it (later values win; a later empty record
+/// number or isp id keeps the earlier one), since one statement may not update a row twice.
+async fn upsert_registry_rows(
+    tx: &mut Tx<'_>,
+    province: &str,
+    rows: Vec<RegistryRow<'_>>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO registry (province, kind, province_id, record_number, isp_id, parent_id, data, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (province, kind, province_id) DO UPDATE SET
-           record_number = COALESCE(excluded.record_number, registry.record_number),
-           isp_id = COALESCE(excluded.isp_id, registry.isp_id),
-           parent_id = COALESCE(excluded.parent_id, registry.parent_id),
-           data = excluded.data, cancelled_at = NULL, updated_at = excluded.updated_at",
-    )
-    .bind(province)
-    .bind(kind)
-    .bind(province_id)
-    .bind(record_number)
-    .bind(isp_id)
-    .bind(parent)
-    .bind(data)
-    .bind(fmt_time(now()))
-    .execute(&mut **tx)
-    .await?;
+    let mut merged: Vec<RegistryRow<'_>> = Vec::with_capacity(rows.len());
+    let mut at: HashMap<(&'static str, i64), usize> = HashMap::new();
+    for row in rows {
+        match at.get(&(row.kind, row.province_id)) {
+            Some(&i) => {
+                let old = &mut merged[i];
+                old.record_number = row.record_number.or(old.record_number);
+                old.isp_id = row.isp_id.or(old.isp_id);
+                old.parent = row.parent.or(old.parent);
+                old.data = row.data;
+            }
+            None => {
+                at.insert((row.kind, row.province_id), merged.len());
+                merged.push(row);
+            }
+        }
+    }
+    let now_s = fmt_time(now());
+    for chunk in merged.chunks(300) {
+        let sql = format!(
+            "INSERT INTO registry (province, kind, province_id, record_number, isp_id, parent_id, data, updated_at)
+             {}
+             ON CONFLICT (province, kind, province_id) DO UPDATE SET
+               record_number = COALESCE(excluded.record_number, registry.record_number),
+               isp_id = COALESCE(excluded.isp_id, registry.isp_id),
+               parent_id = COALESCE(excluded.parent_id, registry.parent_id),
+               data = excluded.data, cancelled_at = NULL, updated_at = excluded.updated_at",
+            super::multi_row_insert("VALUES ", 8, chunk.len(), 1)
+        );
+        let mut q = super::batched(tx.backend_name(), sql);
+        for r in chunk {
+            q = q
+                .bind(province)
+                .bind(r.kind)
+                .bind(r.province_id)
+                .bind(r.record_number)
+                .bind(r.isp_id)
+                .bind(r.parent)
+                .bind(&r.data)
+                .bind(&now_s);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-/// The (attempt, filing, part) of the newest live attempt that used an id.
-async fn match_id(
-    tx: &mut Tx<'_>,
-    province: &str,
-    kind: &str,
-    value: Option<i64>,
-) -> Result<Vec<(i64, String, String)>> {
-    let Some(value) = value else {
-        return Ok(Vec::new());
-    };
-    let rows = sqlx::query(
-        "SELECT a.id, a.filing_id, i.part FROM attempt_ids i JOIN attempts a ON a.id = i.attempt_id
-         JOIN filings f ON f.id = a.filing_id AND f.current_attempt = a.id
-         WHERE i.province = $1 AND i.kind = $2 AND i.value = $3
-           AND f.state IN ('submitted', 'awaiting_sms', 'approved')
-           AND f.filing_type NOT IN ('CANCEL_ACCESS', 'CANCEL_SITE', 'CANCEL_SUBJECT')",
-    )
-    .bind(province)
-    .bind(kind)
-    .bind(value)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+/// (attempt, filing, part) of the newest live attempts that used an id, by (kind, value).
+type IdHits = HashMap<(String, i64), Vec<(i64, String, String)>>;
+
+/// Which live attempts used each of these ids (one query per 500 values): the filings that
+/// published records and cancellations answer. Only filings still waiting on or approved by
+/// the bureau, through their current attempt, and not cancellations themselves.
+async fn match_ids(tx: &mut Tx<'_>, province: &str, ids: &[(&'static str, i64)]) -> Result<IdHits> {
+    let mut by_kind: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+    for (kind, value) in ids {
+        by_kind.entry(kind).or_default().push(*value);
+    }
+    let mut hits: IdHits = HashMap::new();
+    for (kind, mut values) in by_kind {
+        values.sort_unstable();
+        values.dedup();
+        for chunk in values.chunks(500) {
+            let sql = format!(
+                "SELECT i.value, a.id, a.filing_id, i.part FROM attempt_ids i JOIN attempts a ON a.id = i.attempt_id
+                 JOIN filings f ON f.id = a.filing_id AND f.current_attempt = a.id
+                 WHERE i.province = $1 AND i.kind = $2 AND i.value IN ({})
+                   AND f.state IN ('submitted', 'awaiting_sms', 'approved')
+                   AND f.filing_type NOT IN ('CANCEL_ACCESS', 'CANCEL_SITE', 'CANCEL_SUBJECT')
+                 ORDER BY i.attempt_id, i.part",
+                super::placeholders(3, chunk.len())
+            );
+            let mut q = super::batched(tx.backend_name(), sql)
+                .bind(province)
+                .bind(kind);
+            for v in chunk {
+                q = q.bind(*v);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                hits.entry((kind.to_owned(), r.get(0))).or_default().push((
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                ));
+            }
+        }
+    }
+    Ok(hits)
 }
 
+fn hits_of<'h>(hits: &'h IdHits, kind: &str, value: Option<i64>) -> &'h [(i64, String, String)] {
+    value
+        .and_then(|v| hits.get(&(kind.to_owned(), v)))
+        .map_or(&[], Vec::as_slice)
+}
+
+/// A record number to write into a filing's outcome: a website's or an app's.
+enum NumberWrite<'a> {
+    Site {
+        part: String,
+        website: &'a PubWebsite,
+        number: &'a str,
+    },
+    App {
+        part: String,
+        app: &'a PubApp,
+        number: &'a str,
+    },
+}
+
+/// Applies a BASJ file: every record into the registry, and its numbers into the filings it
+/// answers (found through any id it carries), each with a `record_published` event. Batched:
+/// the registry rows, the id lookups, the filings' number lists and the events each take a few
+/// multi-row statements for the whole file; the result is that of applying the records one
+/// by one in file order.
 async fn apply_published(
     tx: &mut Tx<'_>,
     province: &str,
     records: &[PublishedInput],
 ) -> Result<()> {
+    let mut rows: Vec<RegistryRow<'_>> = Vec::new();
+    let mut ids: Vec<(&'static str, i64)> = Vec::new();
     for rec in records {
         let s = &rec.subject;
-        let subject_json = serde_json::to_string(s).map_err(json_err("registry subject"))?;
-        upsert_registry(
-            tx,
-            province,
-            "subject",
-            s.ztid,
-            s.record_number.as_deref(),
-            s.isp_ztid,
-            None,
-            subject_json,
-        )
-        .await?;
-        // Filings this record answers: found through any id it carries.
-        let mut filings: Vec<(String, String)> = Vec::new(); // (filing, part)
-        for (kind, value) in [("isp_ztid", s.isp_ztid), ("ztid", Some(s.ztid))] {
-            for (_, f, part) in match_id(tx, province, kind, value).await? {
-                filings.push((f, part));
-            }
-        }
+        rows.push(RegistryRow {
+            kind: "subject",
+            province_id: s.ztid,
+            record_number: s.record_number.as_deref(),
+            isp_id: s.isp_ztid,
+            parent: None,
+            data: serde_json::to_string(s).map_err(json_err("registry subject"))?,
+        });
+        ids.extend(s.isp_ztid.map(|v| ("isp_ztid", v)));
+        ids.push(("ztid", s.ztid));
         for w in &rec.websites {
-            let data = serde_json::to_string(w).map_err(json_err("registry website"))?;
-            upsert_registry(
-                tx,
-                province,
-                "website",
-                w.wzid,
-                w.record_number.as_deref(),
-                w.isp_wzid,
-                Some(s.ztid),
-                data,
-            )
-            .await?;
-            let mut hits = match_id(tx, province, "isp_wzid", w.isp_wzid).await?;
-            hits.extend(match_id(tx, province, "wzid", Some(w.wzid)).await?);
+            rows.push(RegistryRow {
+                kind: "website",
+                province_id: w.wzid,
+                record_number: w.record_number.as_deref(),
+                isp_id: w.isp_wzid,
+                parent: Some(s.ztid),
+                data: serde_json::to_string(w).map_err(json_err("registry website"))?,
+            });
+            ids.extend(w.isp_wzid.map(|v| ("isp_wzid", v)));
+            ids.push(("wzid", w.wzid));
             for a in &w.accesses {
-                hits.extend(match_id(tx, province, "isp_jrid", a.isp_jrid).await?);
-                hits.extend(match_id(tx, province, "jrid", Some(a.jrid)).await?);
-            }
-            for (_, filing, part) in hits {
-                if let (Some(number), true) = (&w.record_number, part.starts_with("websites[")) {
-                    write_site_number(tx, &filing, &part, w, number).await?;
-                }
-                filings.push((filing, "subject".into()));
+                ids.extend(a.isp_jrid.map(|v| ("isp_jrid", v)));
+                ids.push(("jrid", a.jrid));
             }
         }
         for app in &rec.apps {
-            let data = serde_json::to_string(app).map_err(json_err("registry app"))?;
-            upsert_registry(
-                tx,
-                province,
-                "app",
-                app.appid,
-                app.record_number.as_deref(),
-                app.isp_appid,
-                Some(s.ztid),
-                data,
-            )
-            .await?;
-            let mut hits = match_id(tx, province, "isp_appid", app.isp_appid).await?;
-            hits.extend(match_id(tx, province, "appid", Some(app.appid)).await?);
-            for (_, filing, part) in hits {
-                if let Some(number) = &app.record_number {
-                    write_app_number(tx, &filing, &part, app, number).await?;
+            rows.push(RegistryRow {
+                kind: "app",
+                province_id: app.appid,
+                record_number: app.record_number.as_deref(),
+                isp_id: app.isp_appid,
+                parent: Some(s.ztid),
+                data: serde_json::to_string(app).map_err(json_err("registry app"))?,
+            });
+            ids.extend(app.isp_appid.map(|v| ("isp_appid", v)));
+            ids.push(("appid", app.appid));
+        }
+    }
+    upsert_registry_rows(tx, province, rows).await?;
+    let hits = match_ids(tx, province, &ids).await?;
+
+    // Per filing, in file order: the numbers to write, the subject number, the events.
+    let mut writes: Vec<(String, NumberWrite<'_>)> = Vec::new();
+    let mut subject_numbers: HashMap<String, &str> = HashMap::new();
+    let mut events: Vec<(String, String)> = Vec::new(); // (filing, detail)
+    for rec in records {
+        let s = &rec.subject;
+        let mut filings: Vec<String> = Vec::new();
+        for (kind, value) in [("isp_ztid", s.isp_ztid), ("ztid", Some(s.ztid))] {
+            filings.extend(
+                hits_of(&hits, kind, value)
+                    .iter()
+                    .map(|(_, f, _)| f.clone()),
+            );
+        }
+        for w in &rec.websites {
+            let mut found: Vec<&(i64, String, String)> = Vec::new();
+            found.extend(hits_of(&hits, "isp_wzid", w.isp_wzid));
+            found.extend(hits_of(&hits, "wzid", Some(w.wzid)));
+            for a in &w.accesses {
+                found.extend(hits_of(&hits, "isp_jrid", a.isp_jrid));
+                found.extend(hits_of(&hits, "jrid", Some(a.jrid)));
+            }
+            for (_, filing, part) in found {
+                if let (Some(number), true) = (&w.record_number, part.starts_with("websites[")) {
+                    writes.push((
+                        filing.clone(),
+                        NumberWrite::Site {
+                            part: part.clone(),
+                            website: w,
+                            number,
+                        },
+                    ));
                 }
-                filings.push((filing, "subject".into()));
+                filings.push(filing.clone());
+            }
+        }
+        for app in &rec.apps {
+            let mut found: Vec<&(i64, String, String)> = Vec::new();
+            found.extend(hits_of(&hits, "isp_appid", app.isp_appid));
+            found.extend(hits_of(&hits, "appid", Some(app.appid)));
+            for (_, filing, part) in found {
+                if let Some(number) = &app.record_number {
+                    writes.push((
+                        filing.clone(),
+                        NumberWrite::App {
+                            part: part.clone(),
+                            app,
+                            number,
+                        },
+                    ));
+                }
+                filings.push(filing.clone());
             }
         }
         filings.sort();
         filings.dedup();
-        for (filing, _) in filings {
+        let detail = json!({"ztid": s.ztid}).to_string();
+        for filing in filings {
             if let Some(number) = &s.record_number {
-                sqlx::query("UPDATE filings SET subject_record_number = $1 WHERE id = $2")
-                    .bind(number)
-                    .bind(&filing)
-                    .execute(&mut **tx)
-                    .await?;
+                subject_numbers.insert(filing.clone(), number);
             }
-            insert_event(
-                tx,
-                Some(&filing),
-                Some(province),
-                "record_published",
-                "bureau",
-                json!({"ztid": s.ztid}),
-            )
-            .await?;
+            events.push((filing, detail.clone()));
         }
+    }
+    write_numbers(tx, &writes).await?;
+
+    let numbers: Vec<(&String, &&str)> = subject_numbers.iter().collect();
+    for chunk in numbers.chunks(400) {
+        let sql = format!(
+            "UPDATE filings SET subject_record_number = v.column2 FROM ({}) AS v WHERE filings.id = v.column1",
+            super::multi_row_insert("VALUES ", 2, chunk.len(), 1)
+        );
+        let mut q = super::batched(tx.backend_name(), sql);
+        for (filing, number) in chunk {
+            q = q.bind(filing.as_str()).bind(**number);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let events: Vec<super::NewEvent<'_>> = events
+        .iter()
+        .map(|(filing, detail)| super::NewEvent {
+            filing: Some(filing),
+            province: Some(province),
+            kind: "record_published",
+            actor: "bureau",
+            detail: detail.clone(),
+        })
+        .collect();
+    super::insert_events(tx, &events).await
+}
+
+/// The websites' and apps' record numbers into their filings' outcome lists (`site_numbers`,
+/// `app_numbers`): each filing read once, the writes applied in order, written back at once.
+/// A number replaces the one of the same domain (the filing's website at `part`, else the
+/// published website's first domain) or package name.
+async fn write_numbers(tx: &mut Tx<'_>, writes: &[(String, NumberWrite<'_>)]) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut filings: Vec<&str> = writes.iter().map(|(f, _)| f.as_str()).collect();
+    filings.sort_unstable();
+    filings.dedup();
+    // filing → (site numbers, app numbers, document)
+    let mut state: HashMap<String, (Vec<SiteNumber>, Vec<AppNumber>, serde_json::Value)> =
+        HashMap::new();
+    for chunk in filings.chunks(500) {
+        let sql = format!(
+            "SELECT id, site_numbers, app_numbers, document FROM filings WHERE id IN ({})",
+            super::placeholders(1, chunk.len())
+        );
+        let mut q = super::batched(tx.backend_name(), sql);
+        for f in chunk {
+            q = q.bind(*f);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let sites: Vec<SiteNumber> =
+                serde_json::from_str(&row.get::<String, _>(1)).map_err(json_err("site_numbers"))?;
+            let apps: Vec<AppNumber> =
+                serde_json::from_str(&row.get::<String, _>(2)).map_err(json_err("app_numbers"))?;
+            let doc: serde_json::Value =
+                serde_json::from_str(&row.get::<String, _>(3)).map_err(json_err("document"))?;
+            state.insert(row.get(0), (sites, apps, doc));
+        }
+    }
+    for (filing, write) in writes {
+        let Some((sites, apps, doc)) = state.get_mut(filing) else {
+            continue; // matched through a join on filings: it exists
+        };
+        match write {
+            NumberWrite::Site {
+                part,
+                website,
+                number,
+            } => {
+                let index: Option<usize> = part
+                    .strip_prefix("websites[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .and_then(|n| n.parse().ok());
+                let domain = index
+                    .and_then(|i| {
+                        doc.get("websites")?
+                            .get(i)?
+                            .get("domains")?
+                            .get(0)?
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .or_else(|| website.domains.first().map(|d| d.ym.clone()))
+                    .unwrap_or_default();
+                sites.retain(|n| n.domain != domain);
+                sites.push(SiteNumber {
+                    domain,
+                    number: (*number).to_owned(),
+                });
+            }
+            NumberWrite::App { part, app, number } => {
+                let index: Option<usize> = part
+                    .strip_prefix("apps[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .and_then(|n| n.parse().ok());
+                let package_name = index
+                    .and_then(|i| {
+                        doc.get("apps")?
+                            .get(i)?
+                            .get("packageName")?
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .or_else(|| app.package_name.clone())
+                    .unwrap_or_default();
+                apps.retain(|n| n.package_name != package_name);
+                apps.push(AppNumber {
+                    package_name,
+                    number: (*number).to_owned(),
+                });
+            }
+        }
+    }
+    let mut rows: Vec<(&str, String, String)> = Vec::with_capacity(filings.len());
+    for f in &filings {
+        if let Some((sites, apps, _)) = state.get(*f) {
+            rows.push((
+                f,
+                serde_json::to_string(sites).map_err(json_err("site_numbers"))?,
+                serde_json::to_string(apps).map_err(json_err("app_numbers"))?,
+            ));
+        }
+    }
+    for chunk in rows.chunks(300) {
+        let sql = format!(
+            "UPDATE filings SET site_numbers = v.column2, app_numbers = v.column3 FROM ({}) AS v WHERE filings.id = v.column1",
+            super::multi_row_insert("VALUES ", 3, chunk.len(), 1)
+        );
+        let mut q = super::batched(tx.backend_name(), sql);
+        for (f, sites, apps) in chunk {
+            q = q.bind(*f).bind(sites).bind(apps);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-async fn write_site_number(
-    tx: &mut Tx<'_>,
-    filing: &str,
-    part: &str,
-    w: &PubWebsite,
-    number: &str,
-) -> Result<()> {
-    let row = sqlx::query("SELECT site_numbers, document FROM filings WHERE id = $1")
-        .bind(filing)
-        .fetch_one(&mut **tx)
-        .await?;
-    let mut numbers: Vec<SiteNumber> =
-        serde_json::from_str(&row.get::<String, _>(0)).map_err(json_err("site_numbers"))?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&row.get::<String, _>(1)).map_err(json_err("document"))?;
-    let index: Option<usize> = part
-        .strip_prefix("websites[")
-        .and_then(|r| r.strip_suffix(']'))
-        .and_then(|n| n.parse().ok());
-    let domain = index
-        .and_then(|i| {
-            doc.get("websites")?
-                .get(i)?
-                .get("domains")?
-                .get(0)?
-                .as_str()
-                .map(str::to_owned)
-        })
-        .or_else(|| w.domains.first().map(|d| d.ym.clone()))
-        .unwrap_or_default();
-    numbers.retain(|n| n.domain != domain);
-    numbers.push(SiteNumber {
-        domain,
-        number: number.to_owned(),
-    });
-    sqlx::query("UPDATE filings SET site_numbers = $1 WHERE id = $2")
-        .bind(serde_json::to_string(&numbers).map_err(json_err("site_numbers"))?)
-        .bind(filing)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn write_app_number(
-    tx: &mut Tx<'_>,
-    filing: &str,
-    part: &str,
-    app: &PubApp,
-    number: &str,
-) -> Result<()> {
-    let row = sqlx::query("SELECT app_numbers, document FROM filings WHERE id = $1")
-        .bind(filing)
-        .fetch_one(&mut **tx)
-        .await?;
-    let mut numbers: Vec<AppNumber> =
-        serde_json::from_str(&row.get::<String, _>(0)).map_err(json_err("app_numbers"))?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&row.get::<String, _>(1)).map_err(json_err("document"))?;
-    let index: Option<usize> = part
-        .strip_prefix("apps[")
-        .and_then(|r| r.strip_suffix(']'))
-        .and_then(|n| n.parse().ok());
-    let package_name = index
-        .and_then(|i| {
-            doc.get("apps")?
-                .get(i)?
-                .get("packageName")?
-                .as_str()
-                .map(str::to_owned)
-        })
-        .or_else(|| app.package_name.clone())
-        .unwrap_or_default();
-    numbers.retain(|n| n.package_name != package_name);
-    numbers.push(AppNumber {
-        package_name,
-        number: number.to_owned(),
-    });
-    sqlx::query("UPDATE filings SET app_numbers = $1 WHERE id = $2")
-        .bind(serde_json::to_string(&numbers).map_err(json_err("app_numbers"))?)
-        .bind(filing)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
+/// Applies a ZXSJ file: each cancelled subject (with its websites and apps) or website is
+/// marked cancelled in the registry, and a `cancellation_confirmed` event goes to the newest
+/// filing that asked for it. A few statements for the whole file.
 async fn apply_cancellations(tx: &mut Tx<'_>, province: &str, items: &[(i64, i64)]) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
     let now_s = fmt_time(now());
-    for (zxlb, jlid) in items {
-        let kind = if *zxlb == 0 { "subject" } else { "website" };
-        sqlx::query("UPDATE registry SET cancelled_at = $1 WHERE province = $2 AND kind = $3 AND province_id = $4")
-            .bind(&now_s)
-            .bind(province)
-            .bind(kind)
-            .bind(jlid)
-            .execute(&mut **tx)
-            .await?;
-        if *zxlb == 0 {
-            // A cancelled subject takes its websites and apps with it.
-            sqlx::query("UPDATE registry SET cancelled_at = $1 WHERE province = $2 AND parent_id = $3 AND cancelled_at IS NULL")
+    let subjects: Vec<i64> = items
+        .iter()
+        .filter(|(z, _)| *z == 0)
+        .map(|(_, j)| *j)
+        .collect();
+    let websites: Vec<i64> = items
+        .iter()
+        .filter(|(z, _)| *z != 0)
+        .map(|(_, j)| *j)
+        .collect();
+    for (kind, list) in [("subject", &subjects), ("website", &websites)] {
+        for chunk in list.chunks(500) {
+            let sql = format!(
+                "UPDATE registry SET cancelled_at = $1 WHERE province = $2 AND kind = $3 AND province_id IN ({})",
+                super::placeholders(4, chunk.len())
+            );
+            let mut q = super::batched(tx.backend_name(), sql)
                 .bind(&now_s)
                 .bind(province)
-                .bind(jlid)
-                .execute(&mut **tx)
-                .await?;
+                .bind(kind);
+            for j in chunk {
+                q = q.bind(*j);
+            }
+            q.execute(&mut **tx).await?;
         }
-        let czlx = if *zxlb == 0 { 6 } else { 7 };
-        let filing: Option<String> = sqlx::query_scalar(
-            "SELECT filing_id FROM attempt_records WHERE province = $1 AND czlx = $2 AND jlid = $3 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(province)
-        .bind(czlx)
-        .bind(jlid)
-        .fetch_optional(&mut **tx)
-        .await?;
-        insert_event(
-            tx,
-            filing.as_deref(),
-            Some(province),
-            "cancellation_confirmed",
-            "bureau",
-            json!({"zxlb": zxlb, "jlid": jlid}),
-        )
-        .await?;
     }
-    Ok(())
+    // A cancelled subject takes its websites and apps with it.
+    for chunk in subjects.chunks(500) {
+        let sql = format!(
+            "UPDATE registry SET cancelled_at = $1 WHERE province = $2 AND cancelled_at IS NULL AND parent_id IN ({})",
+            super::placeholders(3, chunk.len())
+        );
+        let mut q = super::batched(tx.backend_name(), sql)
+            .bind(&now_s)
+            .bind(province);
+        for j in chunk {
+            q = q.bind(*j);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    // The filing that asked: the newest record of the same operation (6 subject, 7 website).
+    let mut jlids: Vec<i64> = items.iter().map(|(_, j)| *j).collect();
+    jlids.sort_unstable();
+    jlids.dedup();
+    let mut asked: HashMap<(i64, i64), String> = HashMap::new();
+    for chunk in jlids.chunks(500) {
+        let sql = format!(
+            "SELECT czlx, jlid, filing_id FROM attempt_records
+             WHERE province = $1 AND czlx IN (6, 7) AND jlid IN ({}) ORDER BY id",
+            super::placeholders(2, chunk.len())
+        );
+        let mut q = super::batched(tx.backend_name(), sql).bind(province);
+        for j in chunk {
+            q = q.bind(*j);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            asked.insert((r.get(0), r.get(1)), r.get(2)); // later rows win: the newest
+        }
+    }
+    let events: Vec<super::NewEvent<'_>> = items
+        .iter()
+        .map(|(zxlb, jlid)| {
+            let czlx = if *zxlb == 0 { 6 } else { 7 };
+            super::NewEvent {
+                filing: asked.get(&(czlx, *jlid)).map(String::as_str),
+                province: Some(province),
+                kind: "cancellation_confirmed",
+                actor: "bureau",
+                detail: json!({"zxlb": zxlb, "jlid": jlid}).to_string(),
+            }
+        })
+        .collect();
+    super::insert_events(tx, &events).await
 }

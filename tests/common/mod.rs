@@ -21,7 +21,7 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub settings: Arc<Settings>,
     pub store: Store,
-    pub gateway: Gateway,
+    pub gateway: Arc<Gateway>,
     pub sandbox: SandboxHandle,
 }
 
@@ -99,7 +99,11 @@ pub async fn start(mutate: impl FnOnce(&mut Settings)) -> TestEnv {
         .await
         .expect("store opens");
     let settings = Arc::new(settings);
-    let gateway = Gateway::new(store.clone(), settings.clone(), Calendar::weekdays_only());
+    let gateway = Arc::new(Gateway::new(
+        store.clone(),
+        settings.clone(),
+        Calendar::weekdays_only(),
+    ));
     TestEnv {
         dir,
         settings,

@@ -356,6 +356,7 @@ async fn run_in(
     settings.bureau.provinces.clear();
     settings.bureau.extensions = vec!["app".into(), "sms".into()];
     settings.bureau.rate_limits = false;
+    settings.provinces.clear_business_hours();
     settings.attachments.dir = generator.attachments_dir();
     settings.daemon.admin_listen = String::new();
 

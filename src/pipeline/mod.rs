@@ -193,7 +193,18 @@ pub struct Gateway {
     clock: StageClock,
     /// Attachments re-encoded by the preflight, taken by the claim (each photo once).
     pub(crate) prepared: PreparedCache,
+    /// Each bureau's parsed code tables, with the version of its stored JCDM they came from.
+    codes: Mutex<HashMap<String, CodeTablesVersion>>,
+    /// Batches being built (leased filings, XML, zip) at once, across bureaus: bounds memory
+    /// with 31 bureaus and a large backlog; more would only queue for the database.
+    pub(crate) build_slots: tokio::sync::Semaphore,
 }
+
+/// How many batches are built at once across bureaus (see `Gateway::build_slots`).
+const BUILD_SLOTS: usize = 4;
+
+/// (version of the stored JCDM, digest of its documents, the parsed tables).
+type CodeTablesVersion = ((i64, Option<i64>), [u8; 16], Arc<CodeTables>);
 
 /// The right to talk to one bureau: this process's per-bureau mutex plus the bureau's lease in
 /// the database, renewed in the background while held. Dropping it stops the renewal; the lease
@@ -247,6 +258,8 @@ impl Gateway {
             stopping: tokio::sync::watch::Sender::new(false),
             clock: StageClock::default(),
             prepared: PreparedCache::default(),
+            codes: Mutex::new(HashMap::new()),
+            build_slots: tokio::sync::Semaphore::new(BUILD_SLOTS),
         }
     }
 
@@ -431,10 +444,52 @@ impl Gateway {
 
     /// The code tables to build a bureau's files with: the bundled default, replaced table by
     /// table by every JCDM the bureau sent.
-    pub(crate) async fn code_tables(&self, province: &str) -> Result<CodeTables, PipelineError> {
+    ///
+    /// Parsed once per bureau and kept while the bureau's stored JCDM documents stay the same
+    /// (a cheap count per call), instead of parsing about 500 KB of XML for every batch.
+    pub(crate) async fn code_tables(
+        &self,
+        province: &str,
+    ) -> Result<Arc<CodeTables>, PipelineError> {
+        let version = self.store.code_tables_version(province).await?;
+        if let Some((v, _, t)) = self.codes.lock().await.get(province)
+            && *v == version
+        {
+            return Ok(t.clone());
+        }
+        // Bureaus that sent the same documents share one parsed copy (a copy is megabytes).
+        let docs = self.store.code_tables(province).await?;
+        let key: [u8; 16] = {
+            use md5::Digest;
+            let mut h = md5::Md5::new();
+            for d in &docs {
+                h.update((d.len() as u64).to_le_bytes());
+                h.update(d.as_bytes());
+            }
+            h.finalize().into()
+        };
+        let shared = self
+            .codes
+            .lock()
+            .await
+            .values()
+            .find(|(_, k, _)| *k == key)
+            .map(|(_, _, t)| t.clone());
+        let tables = match shared {
+            Some(t) => t,
+            None => Arc::new(Self::parse_code_tables(province, &docs)?),
+        };
+        self.codes
+            .lock()
+            .await
+            .insert(province.to_owned(), (version, key, tables.clone()));
+        Ok(tables)
+    }
+
+    fn parse_code_tables(province: &str, docs: &[String]) -> Result<CodeTables, PipelineError> {
         let mut tables = CodeTables::bundled().map_err(|e| PipelineError::Config(e.to_string()))?;
-        for doc in self.store.code_tables(province).await? {
-            match CodeTables::parse_jcdm(&doc) {
+        for doc in docs {
+            match CodeTables::parse_jcdm(doc) {
                 Ok(t) => tables.merge(t),
                 Err(e) => {
                     return Err(PipelineError::Bureau {
@@ -464,7 +519,7 @@ impl Gateway {
 
     async fn intake_inner(&self) -> Result<CycleReport, PipelineError> {
         let mut report = CycleReport::default();
-        let mut tables: HashMap<String, CodeTables> = HashMap::new();
+        let mut tables: HashMap<String, Arc<CodeTables>> = HashMap::new();
         loop {
             let batch = self.store.reviewed(1000).await?;
             if batch.is_empty() {

@@ -138,6 +138,11 @@ impl Gateway {
     ) -> Result<bool, PipelineError> {
         for _ in 0..3 {
             guard.check()?;
+            let _slot = self
+                .build_slots
+                .acquire()
+                .await
+                .map_err(|_| PipelineError::Config("build slots closed".into()))?;
             let started = std::time::Instant::now();
             let built = self.build_batch(province, report).await;
             if let Ok(Some(b)) = &built {

@@ -1054,6 +1054,16 @@ impl Store {
     }
 
     /// Code tables of a bureau: the bundled default merged with every JCDM it sent, in order.
+    /// Which JCDM documents a bureau has stored: (how many, the newest id). Changes whenever
+    /// one is added, so a cache of the parsed tables knows when to parse again.
+    pub async fn code_tables_version(&self, province: &str) -> Result<(i64, Option<i64>)> {
+        let row = sqlx::query("SELECT COUNT(*), MAX(id) FROM code_tables WHERE province = $1")
+            .bind(province)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     pub async fn code_tables(&self, province: &str) -> Result<Vec<String>> {
         let docs: Vec<String> =
             sqlx::query_scalar("SELECT jcdm FROM code_tables WHERE province = $1 ORDER BY id")

@@ -192,7 +192,7 @@ pub struct Gateway {
     /// Busy time per stage since start.
     clock: StageClock,
     /// Attachments re-encoded by the preflight, taken by the claim (each photo once).
-    pub(crate) prepared: PreparedCache,
+    pub(crate) prepared: Arc<PreparedCache>,
     /// Each bureau's parsed code tables, with the version of its stored JCDM they came from.
     codes: Mutex<HashMap<String, CodeTablesVersion>>,
     /// Batches being built (leased filings, XML, zip) at once, across bureaus: bounds memory
@@ -257,7 +257,7 @@ impl Gateway {
             instance: new_instance_id(),
             stopping: tokio::sync::watch::Sender::new(false),
             clock: StageClock::default(),
-            prepared: PreparedCache::default(),
+            prepared: Arc::new(PreparedCache::default()),
             codes: Mutex::new(HashMap::new()),
             build_slots: tokio::sync::Semaphore::new(BUILD_SLOTS),
         }
@@ -525,7 +525,7 @@ impl Gateway {
             if batch.is_empty() {
                 break;
             }
-            let mut items = Vec::with_capacity(batch.len());
+            let mut parsed = Vec::with_capacity(batch.len());
             for (id, reviewed_at, doc) in &batch {
                 let reviewed = chrono::DateTime::parse_from_rfc3339(reviewed_at).map_err(|e| {
                     PipelineError::Config(format!(
@@ -539,12 +539,13 @@ impl Gateway {
                     let t = self.code_tables(&filing.province).await?;
                     tables.insert(filing.province.clone(), t);
                 }
-                let codes = tables
-                    .get(&filing.province)
-                    .ok_or_else(|| PipelineError::Config("code tables vanished".into()))?;
-                let findings = self.preflight(&filing, codes);
+                parsed.push((id.clone(), reviewed, filing));
+            }
+            let checked = self.preflight_parallel(parsed, &tables).await?;
+            let mut items = Vec::with_capacity(checked.len());
+            for (id, reviewed, findings) in checked {
                 if findings.is_empty() {
-                    items.push((id.clone(), self.calendar.deadline(reviewed)));
+                    items.push((id, self.calendar.deadline(reviewed)));
                 } else {
                     // Codes and fields only: messages may quote the customer's values.
                     tracing::info!(
@@ -562,7 +563,7 @@ impl Gateway {
                             message: x.message,
                         })
                         .collect();
-                    self.store.needs_correction(id, &reasons).await?;
+                    self.store.needs_correction(&id, &reasons).await?;
                     report.needs_correction += 1;
                 }
             }
@@ -575,25 +576,58 @@ impl Gateway {
         Ok(report)
     }
 
+    /// The preflight of a batch, on every core: the filings are split into one share per
+    /// core, each checked on a blocking thread (re-encoding a first filing's photos is about a
+    /// CPU-second; on the runtime's threads it would stall every bureau's I/O). The order of
+    /// the batch is kept.
+    async fn preflight_parallel(
+        &self,
+        filings: Vec<(String, chrono::DateTime<chrono::FixedOffset>, Filing)>,
+        tables: &HashMap<String, Arc<CodeTables>>,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::FixedOffset>, Vec<Finding>)>, PipelineError>
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let share = filings.len().div_ceil(cores).max(1);
+        let mut shares = Vec::new();
+        let mut rest = filings.into_iter();
+        loop {
+            let chunk: Vec<_> = rest.by_ref().take(share).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let settings = self.settings.clone();
+            let prepared = self.prepared.clone();
+            let tables = tables.clone();
+            shares.push(tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|(id, reviewed, filing)| {
+                        let codes = tables.get(&filing.province).ok_or_else(|| {
+                            PipelineError::Config(format!(
+                                "filing {id}: no code tables loaded for province {}",
+                                filing.province
+                            ))
+                        })?;
+                        let findings = preflight_with(&settings, &prepared, &filing, codes);
+                        Ok((id, reviewed, findings))
+                    })
+                    .collect::<Result<Vec<_>, PipelineError>>()
+            }));
+        }
+        let mut out = Vec::new();
+        for share in shares {
+            out.extend(
+                share.await.map_err(|e| {
+                    PipelineError::Config(format!("a preflight thread failed: {e}"))
+                })??,
+            );
+        }
+        Ok(out)
+    }
+
     /// The preflight of one filing with its bureau's code tables and provincial rules.
     pub fn preflight(&self, filing: &Filing, codes: &CodeTables) -> Vec<Finding> {
-        let s = &self.settings;
-        let endpoint = s.endpoint(&filing.province);
-        let ctx = preflight::Context {
-            review_date: None,
-            codes,
-            province: s.province(&filing.province),
-            allowed_suffixes: &s.preflight.allowed_suffixes,
-            attachments_dir: &s.attachments.dir,
-            min_width: s.attachments.min_width,
-            min_height: s.attachments.min_height,
-            prepared: Some(&self.prepared),
-            build: BuildOptions {
-                isp_id: endpoint.isp_id,
-                app_extension: endpoint.has_extension("app"),
-            },
-        };
-        preflight::check(filing, &ctx)
+        preflight_with(&self.settings, &self.prepared, filing, codes)
     }
 
     /// One full cycle: intake, submit to every bureau with work, poll every bureau.
@@ -692,6 +726,32 @@ impl Gateway {
             })
             .collect()
     }
+}
+
+/// The preflight of one filing with its bureau's code tables and provincial rules; re-encoded
+/// attachments are kept in `prepared` for the claim.
+fn preflight_with(
+    s: &Settings,
+    prepared: &PreparedCache,
+    filing: &Filing,
+    codes: &CodeTables,
+) -> Vec<Finding> {
+    let endpoint = s.endpoint(&filing.province);
+    let ctx = preflight::Context {
+        review_date: None,
+        codes,
+        province: s.province(&filing.province),
+        allowed_suffixes: &s.preflight.allowed_suffixes,
+        attachments_dir: &s.attachments.dir,
+        min_width: s.attachments.min_width,
+        min_height: s.attachments.min_height,
+        prepared: Some(prepared),
+        build: BuildOptions {
+            isp_id: endpoint.isp_id,
+            app_extension: endpoint.has_extension("app"),
+        },
+    };
+    preflight::check(filing, &ctx)
 }
 
 /// A name for this process in leases: host, process id and start time, unique per start.

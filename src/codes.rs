@@ -122,6 +122,11 @@ pub enum CodeError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CodeTables {
     tables: HashMap<String, Vec<Entry>>,
+    /// Table element → trimmed name → index of the first valid entry of that name: preflight
+    /// and build look names up for every field of every filing (derived from `tables`).
+    by_name: HashMap<String, HashMap<String, usize>>,
+    /// Region code (`Qy_xx` `Id`) → index of its first valid entry (about 3,000 regions).
+    regions: HashMap<String, usize>,
 }
 
 impl CodeTables {
@@ -192,7 +197,38 @@ impl CodeTables {
         if !saw_jcdm {
             return Err(CodeError::Malformed("no JCDM element".into()));
         }
-        Ok(Self { tables })
+        let mut tables = Self {
+            tables,
+            by_name: HashMap::new(),
+            regions: HashMap::new(),
+        };
+        tables.reindex();
+        Ok(tables)
+    }
+
+    /// Rebuilds the lookups from `tables`: the first valid entry wins, as a scan would find.
+    fn reindex(&mut self) {
+        self.by_name.clear();
+        self.regions.clear();
+        for (element, entries) in &self.tables {
+            for (i, e) in entries.iter().enumerate() {
+                if !e.valid() {
+                    continue;
+                }
+                if let Some(name) = e.name() {
+                    self.by_name
+                        .entry(element.clone())
+                        .or_default()
+                        .entry(name.to_owned())
+                        .or_insert(i);
+                }
+                if element == Table::Qy.element()
+                    && let Some(id) = e.get("Id")
+                {
+                    self.regions.entry(id.to_owned()).or_insert(i);
+                }
+            }
+        }
     }
 
     /// Replaces exactly the tables `newer` carries (section 5: JCDM).
@@ -200,6 +236,7 @@ impl CodeTables {
         for (k, v) in newer.tables {
             self.tables.insert(k, v);
         }
+        self.reindex();
     }
 
     pub fn entries(&self, table: Table) -> &[Entry] {
@@ -215,9 +252,10 @@ impl CodeTables {
 
     /// The id of the valid entry named `name` in `table`.
     pub fn id_by_name(&self, table: Table, name: &str) -> Result<i64, CodeError> {
-        self.entries(table)
-            .iter()
-            .find(|e| e.valid() && e.name() == Some(name))
+        self.by_name
+            .get(table.element())
+            .and_then(|names| names.get(name))
+            .and_then(|&i| self.entries(table).get(i))
             .and_then(Entry::id)
             .ok_or_else(|| CodeError::Missing {
                 table: table.element(),
@@ -248,9 +286,9 @@ impl CodeTables {
 
     /// A valid region (`Qy_xx`) entry by its GB/T 2260 code, with its level (`Lx`).
     pub fn region(&self, code: &str) -> Option<&Entry> {
-        self.entries(Table::Qy)
-            .iter()
-            .find(|e| e.valid() && e.get("Id") == Some(code))
+        self.regions
+            .get(code)
+            .and_then(|&i| self.entries(Table::Qy).get(i))
     }
 
     /// The bureau (`Gj_dm_xx`) entry whose `Shengid` is the province.

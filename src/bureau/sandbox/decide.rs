@@ -387,7 +387,7 @@ pub fn approve(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publish
             let sites: Vec<i64> = subject.websites.iter().map(|w| w.wzid).collect();
             let apps: Vec<i64> = subject.apps.iter().map(|a| a.appid).collect();
             let baxx = basj_baxx(&subject, &sites, &apps, ctx.isp_id);
-            reg.subjects.push(subject);
+            reg.insert(subject);
             Ok(Published::Basj(baxx))
         }
         Op::Xzwz => {
@@ -404,16 +404,20 @@ pub fn approve(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publish
             let (sites, apps) = if let Some(w) = site {
                 let site = new_website(reg, w, format!("{baxh}-{n}"));
                 let id = site.wzid;
-                let s = reg.subject_mut(ztid).ok_or_else(gone)?;
-                s.websites.push(site);
-                s.last_n = n;
+                reg.update(ztid, |s| {
+                    s.websites.push(site);
+                    s.last_n = n;
+                })
+                .ok_or_else(gone)?;
                 (vec![id], vec![])
             } else if let Some(a) = app {
                 let app = new_app(reg, a, format!("{baxh}-{n}A"));
                 let id = app.appid;
-                let s = reg.subject_mut(ztid).ok_or_else(gone)?;
-                s.apps.push(app);
-                s.last_n = n;
+                reg.update(ztid, |s| {
+                    s.apps.push(app);
+                    s.last_n = n;
+                })
+                .ok_or_else(gone)?;
                 (vec![], vec![id])
             } else {
                 return Err(gone());
@@ -430,13 +434,14 @@ pub fn approve(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publish
             let (ztid, wzid) = found.map(|(s, w)| (s.ztid, w.wzid)).ok_or_else(gone)?;
             let mut access = new_access(reg, r);
             access.isp_jrid = r.long_of("IspJrid");
-            let s = reg.subject_mut(ztid).ok_or_else(gone)?;
-            let site = s
-                .websites
-                .iter_mut()
-                .find(|w| w.wzid == wzid)
-                .ok_or_else(gone)?;
-            site.accesses.push(access);
+            reg.update(ztid, |s| {
+                s.websites
+                    .iter_mut()
+                    .find(|w| w.wzid == wzid)
+                    .map(|site| site.accesses.push(access))
+            })
+            .flatten()
+            .ok_or_else(gone)?;
             let s = reg.subject(ztid).ok_or_else(gone)?;
             Ok(Published::Basj(basj_baxx(s, &[wzid], &[], ctx.isp_id)))
         }
@@ -446,17 +451,15 @@ pub fn approve(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publish
             let jlid = unit.jlid;
             match zxlb {
                 0 => {
-                    let before = reg.subjects.len();
-                    reg.subjects.retain(|s| s.ztid != jlid);
-                    if reg.subjects.len() == before {
+                    if !reg.remove(jlid) {
                         return Err(gone());
                     }
                     Ok(Published::Zxsj(0, jlid))
                 }
                 1 => {
                     let ztid = reg.website(jlid).map(|(s, _)| s.ztid).ok_or_else(gone)?;
-                    let s = reg.subject_mut(ztid).ok_or_else(gone)?;
-                    s.websites.retain(|w| w.wzid != jlid);
+                    reg.update(ztid, |s| s.websites.retain(|w| w.wzid != jlid))
+                        .ok_or_else(gone)?;
                     Ok(Published::Zxsj(1, jlid))
                 }
                 _ => {
@@ -464,10 +467,12 @@ pub fn approve(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publish
                         .access(jlid)
                         .map(|(s, w)| (s.ztid, w.wzid))
                         .ok_or_else(gone)?;
-                    let s = reg.subject_mut(ztid).ok_or_else(gone)?;
-                    if let Some(w) = s.websites.iter_mut().find(|w| w.wzid == wzid) {
-                        w.accesses.retain(|a| a.jrid != jlid);
-                    }
+                    reg.update(ztid, |s| {
+                        if let Some(w) = s.websites.iter_mut().find(|w| w.wzid == wzid) {
+                            w.accesses.retain(|a| a.jrid != jlid);
+                        }
+                    })
+                    .ok_or_else(gone)?;
                     Ok(Published::Nothing)
                 }
             }
@@ -550,8 +555,7 @@ fn approve_change(unit: &Unit, reg: &mut Registry, ctx: &Ctx<'_>) -> Result<Publ
         sites.push(wzid);
     }
     let baxx = basj_baxx(&subject, &sites, &[], ctx.isp_id);
-    let slot = reg.subject_mut(ztid).ok_or_else(gone)?;
-    *slot = subject;
+    reg.update(ztid, |slot| *slot = subject).ok_or_else(gone)?;
     Ok(Published::Basj(baxx))
 }
 

@@ -4,7 +4,7 @@
 //! Owns: the registry's shape, loading the seed file, id and number allocation, lookups.
 //! Must not touch the wire (files.rs writes BASJ from it) or decide anything (decide.rs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -79,12 +79,47 @@ pub struct RegSubject {
     pub last_n: u32,
 }
 
-/// One province's registry.
+/// One province's registry. Subjects are kept in the order they were filed (`seq`); every
+/// key a lookup uses (ids, record numbers, domains, ID numbers) is indexed, so a lookup costs
+/// the same with a million records as with ten. Changes go through [`Registry::update`],
+/// [`Registry::insert`] and [`Registry::remove`], which keep the indexes exact.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pub subjects: Vec<RegSubject>,
+    subjects: BTreeMap<u64, RegSubject>,
+    next_seq: u64,
+    by_ztid: Keyed<i64>,
+    by_subject_number: Keyed<String>,
+    by_wzid: Keyed<i64>,
+    by_website_number: Keyed<String>,
+    by_jrid: Keyed<i64>,
+    by_domain: Keyed<String>,
+    by_id_number: Keyed<String>,
     next_id: i64,
     next_number: u32,
+}
+
+/// Key → the subjects (by filing order) that carry it; the first is what a scan in filing
+/// order would find.
+type Keyed<K> = HashMap<K, BTreeSet<u64>>;
+
+fn keyed_add<K: std::hash::Hash + Eq>(map: &mut Keyed<K>, key: K, seq: u64) {
+    map.entry(key).or_default().insert(seq);
+}
+
+fn keyed_remove<
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+>(
+    map: &mut Keyed<K>,
+    key: &Q,
+    seq: u64,
+) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&seq);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
 }
 
 impl Default for Registry {
@@ -96,7 +131,15 @@ impl Default for Registry {
 impl Registry {
     pub fn new() -> Self {
         Self {
-            subjects: Vec::new(),
+            subjects: BTreeMap::new(),
+            next_seq: 0,
+            by_ztid: HashMap::new(),
+            by_subject_number: HashMap::new(),
+            by_wzid: HashMap::new(),
+            by_website_number: HashMap::new(),
+            by_jrid: HashMap::new(),
+            by_domain: HashMap::new(),
+            by_id_number: HashMap::new(),
             next_id: 500_000_001,
             next_number: 0,
         }
@@ -115,37 +158,159 @@ impl Registry {
         format!("{abbrev}ICP备{year}{:06}号", self.next_number)
     }
 
-    pub fn subject(&self, ztid: i64) -> Option<&RegSubject> {
-        self.subjects.iter().find(|s| s.ztid == ztid)
+    /// Adds a subject after every subject filed so far.
+    pub fn insert(&mut self, subject: RegSubject) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.index(seq, &subject);
+        self.subjects.insert(seq, subject);
     }
 
-    pub fn subject_mut(&mut self, ztid: i64) -> Option<&mut RegSubject> {
-        self.subjects.iter_mut().find(|s| s.ztid == ztid)
+    /// Removes every subject with this id; false when there was none.
+    pub fn remove(&mut self, ztid: i64) -> bool {
+        let seqs: Vec<u64> = self
+            .by_ztid
+            .get(&ztid)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for seq in &seqs {
+            if let Some(subject) = self.subjects.remove(seq) {
+                self.unindex(*seq, &subject);
+            }
+        }
+        !seqs.is_empty()
+    }
+
+    /// Changes the first subject with this id in place (its place in filing order is kept);
+    /// None when there is none.
+    pub fn update<R>(&mut self, ztid: i64, f: impl FnOnce(&mut RegSubject) -> R) -> Option<R> {
+        let seq = self.first(&self.by_ztid, &ztid)?;
+        let mut subject = self.subjects.remove(&seq)?;
+        self.unindex(seq, &subject);
+        let out = f(&mut subject);
+        self.index(seq, &subject);
+        self.subjects.insert(seq, subject);
+        Some(out)
+    }
+
+    fn first<K: std::hash::Hash + Eq + std::borrow::Borrow<Q>, Q: std::hash::Hash + Eq + ?Sized>(
+        &self,
+        map: &Keyed<K>,
+        key: &Q,
+    ) -> Option<u64> {
+        map.get(key).and_then(|s| s.iter().next().copied())
+    }
+
+    fn keys(subject: &RegSubject) -> SubjectKeys {
+        SubjectKeys {
+            ztid: subject.ztid,
+            number: subject.baxh.trim().to_owned(),
+            id_number: subject.id_number.clone(),
+            wzids: subject.websites.iter().map(|w| w.wzid).collect(),
+            site_numbers: subject
+                .websites
+                .iter()
+                .map(|w| w.baxh.trim().to_owned())
+                .collect(),
+            jrids: subject
+                .websites
+                .iter()
+                .flat_map(|w| w.accesses.iter().map(|a| a.jrid))
+                .collect(),
+            domains: subject
+                .websites
+                .iter()
+                .flat_map(|w| w.domains.iter().map(|d| d.ym.to_ascii_lowercase()))
+                .collect(),
+        }
+    }
+
+    fn index(&mut self, seq: u64, subject: &RegSubject) {
+        let k = Self::keys(subject);
+        keyed_add(&mut self.by_ztid, k.ztid, seq);
+        keyed_add(&mut self.by_subject_number, k.number, seq);
+        if let Some(n) = k.id_number {
+            keyed_add(&mut self.by_id_number, n, seq);
+        }
+        for id in k.wzids {
+            keyed_add(&mut self.by_wzid, id, seq);
+        }
+        for n in k.site_numbers {
+            keyed_add(&mut self.by_website_number, n, seq);
+        }
+        for id in k.jrids {
+            keyed_add(&mut self.by_jrid, id, seq);
+        }
+        for d in k.domains {
+            keyed_add(&mut self.by_domain, d, seq);
+        }
+    }
+
+    fn unindex(&mut self, seq: u64, subject: &RegSubject) {
+        let k = Self::keys(subject);
+        keyed_remove(&mut self.by_ztid, &k.ztid, seq);
+        keyed_remove(&mut self.by_subject_number, k.number.as_str(), seq);
+        if let Some(n) = &k.id_number {
+            keyed_remove(&mut self.by_id_number, n.as_str(), seq);
+        }
+        for id in &k.wzids {
+            keyed_remove(&mut self.by_wzid, id, seq);
+        }
+        for n in &k.site_numbers {
+            keyed_remove(&mut self.by_website_number, n.as_str(), seq);
+        }
+        for id in &k.jrids {
+            keyed_remove(&mut self.by_jrid, id, seq);
+        }
+        for d in &k.domains {
+            keyed_remove(&mut self.by_domain, d.as_str(), seq);
+        }
+    }
+
+    /// The subjects that carry a key, in filing order.
+    fn candidates<'a>(
+        &'a self,
+        seqs: Option<&'a BTreeSet<u64>>,
+    ) -> impl Iterator<Item = &'a RegSubject> {
+        seqs.into_iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|seq| self.subjects.get(seq))
+    }
+
+    pub fn subject(&self, ztid: i64) -> Option<&RegSubject> {
+        self.candidates(self.by_ztid.get(&ztid)).next()
     }
 
     pub fn subject_by_number(&self, baxh: &str) -> Option<&RegSubject> {
-        self.subjects.iter().find(|s| s.baxh == baxh.trim())
+        self.candidates(self.by_subject_number.get(baxh.trim()))
+            .next()
+    }
+
+    /// The first subject (in filing order) whose holder has this ID number.
+    pub fn subject_by_id_number(&self, id_number: &str) -> Option<&RegSubject> {
+        self.candidates(self.by_id_number.get(id_number)).next()
     }
 
     /// The subject holding a website, and the website.
     pub fn website(&self, wzid: i64) -> Option<(&RegSubject, &RegWebsite)> {
-        self.subjects
-            .iter()
+        self.candidates(self.by_wzid.get(&wzid))
             .find_map(|s| s.websites.iter().find(|w| w.wzid == wzid).map(|w| (s, w)))
     }
 
     pub fn website_by_number(&self, baxh: &str) -> Option<(&RegSubject, &RegWebsite)> {
-        self.subjects.iter().find_map(|s| {
-            s.websites
-                .iter()
-                .find(|w| w.baxh == baxh.trim())
-                .map(|w| (s, w))
-        })
+        let baxh = baxh.trim();
+        self.candidates(self.by_website_number.get(baxh))
+            .find_map(|s| {
+                s.websites
+                    .iter()
+                    .find(|w| w.baxh.trim() == baxh)
+                    .map(|w| (s, w))
+            })
     }
 
     /// The subject and website holding an access.
     pub fn access(&self, jrid: i64) -> Option<(&RegSubject, &RegWebsite)> {
-        self.subjects.iter().find_map(|s| {
+        self.candidates(self.by_jrid.get(&jrid)).find_map(|s| {
             s.websites
                 .iter()
                 .find(|w| w.accesses.iter().any(|a| a.jrid == jrid))
@@ -156,13 +321,24 @@ impl Registry {
     /// The website (with its subject) carrying a domain, case-insensitively.
     pub fn website_by_domain(&self, domain: &str) -> Option<(&RegSubject, &RegWebsite)> {
         let d = domain.trim().to_ascii_lowercase();
-        self.subjects.iter().find_map(|s| {
+        self.candidates(self.by_domain.get(&d)).find_map(|s| {
             s.websites
                 .iter()
                 .find(|w| w.domains.iter().any(|x| x.ym.eq_ignore_ascii_case(&d)))
                 .map(|w| (s, w))
         })
     }
+}
+
+/// What a subject is found by (see [`Registry::index`]).
+struct SubjectKeys {
+    ztid: i64,
+    number: String,
+    id_number: Option<String>,
+    wzids: Vec<i64>,
+    site_numbers: Vec<String>,
+    jrids: Vec<i64>,
+    domains: Vec<String>,
 }
 
 /// The `-n` of a record number (`…号-3` → 3, `…号-2A` → 2).
@@ -305,7 +481,7 @@ pub fn load_seed(path: &Path) -> Result<HashMap<String, Registry>, SeedError> {
                 ),
             ],
         );
-        reg.subjects.push(RegSubject {
+        reg.insert(RegSubject {
             ztid: s.ztid,
             isp_ztid: None,
             baxh: s.record_number,
@@ -384,5 +560,81 @@ mod tests {
         assert!(bj.access(99120700).is_some());
         assert!(regs["310000"].website(3112001).is_some());
         assert_eq!(suffix_n("京ICP备2026001234号-2A"), 2);
+    }
+
+    fn subject(ztid: i64, baxh: &str, sites: Vec<RegWebsite>) -> RegSubject {
+        RegSubject {
+            ztid,
+            isp_ztid: None,
+            baxh: baxh.into(),
+            name: String::new(),
+            principal_mobile: None,
+            icp_md5: None,
+            id_number: Some(format!("ID{ztid}")),
+            details: Node::leaf("Zt_xx", ""),
+            websites: sites,
+            apps: Vec::new(),
+            last_n: 0,
+        }
+    }
+
+    fn site(wzid: i64, baxh: &str, domain: &str, jrid: i64) -> RegWebsite {
+        RegWebsite {
+            wzid,
+            isp_wzid: None,
+            baxh: baxh.into(),
+            name: String::new(),
+            domains: vec![RegDomain {
+                ymid: wzid + 1,
+                isp_ymid: None,
+                ym: domain.into(),
+            }],
+            accesses: vec![RegAccess {
+                jrid,
+                isp_jrid: None,
+                with_us: true,
+                fbdd: vec![1],
+                jrfs: vec![1],
+                ips: Vec::new(),
+            }],
+            details: Node::leaf("Wz_xx", ""),
+        }
+    }
+
+    #[test]
+    fn indexes_follow_inserts_updates_and_removals() {
+        let mut reg = Registry::new();
+        reg.insert(subject(1, "A号", vec![site(10, "A号-1", "a.com", 100)]));
+        reg.insert(subject(2, "B号", vec![site(20, "B号-1", "b.com", 200)]));
+        assert_eq!(reg.website_by_domain("A.COM").map(|(s, _)| s.ztid), Some(1));
+        assert_eq!(reg.access(200).map(|(_, w)| w.wzid), Some(20));
+        assert_eq!(reg.subject_by_id_number("ID2").map(|s| s.ztid), Some(2));
+        // A website added, then one removed: old keys go, new keys come.
+        reg.update(1, |s| s.websites.push(site(11, "A号-2", "c.com", 110)))
+            .unwrap();
+        assert_eq!(reg.website(11).map(|(s, _)| s.ztid), Some(1));
+        assert_eq!(
+            reg.website_by_number("A号-2").map(|(_, w)| w.wzid),
+            Some(11)
+        );
+        reg.update(1, |s| s.websites.retain(|w| w.wzid != 10))
+            .unwrap();
+        assert!(reg.website(10).is_none());
+        assert!(reg.website_by_domain("a.com").is_none());
+        assert!(reg.access(100).is_none());
+        assert_eq!(reg.access(110).map(|(s, _)| s.ztid), Some(1));
+        // A subject removed takes its websites and accesses with it.
+        assert!(reg.remove(2));
+        assert!(!reg.remove(2));
+        assert!(reg.subject(2).is_none());
+        assert!(reg.subject_by_number("B号").is_none());
+        assert!(reg.website_by_domain("b.com").is_none());
+        assert!(reg.subject_by_id_number("ID2").is_none());
+        assert!(reg.update(2, |_| ()).is_none());
+        // The same key on two subjects: the one filed first is found, as a scan would.
+        reg.insert(subject(3, "C号", vec![site(30, "C号-1", "c.com", 300)]));
+        assert_eq!(reg.website_by_domain("c.com").map(|(s, _)| s.ztid), Some(1));
+        reg.update(1, |s| s.name = "changed".into()).unwrap();
+        assert_eq!(reg.website_by_domain("c.com").map(|(s, _)| s.ztid), Some(1));
     }
 }

@@ -575,9 +575,7 @@ impl Core {
                 push_leaf(&mut info, "Wzbah", &w.baxh);
             })
         } else {
-            reg.subjects
-                .iter()
-                .find(|s| s.id_number.as_deref() == Some(cond.as_str()))
+            reg.subject_by_id_number(&cond)
                 .map(|s| push_leaf(&mut info, "Ztbah", &s.baxh))
         };
         push_leaf(&mut info, "Bazt", if found.is_some() { "0" } else { "1" });

@@ -334,6 +334,7 @@ impl Store {
         };
         // Compare-and-set on the previous lease: two instances adopting at once cannot both win.
         let previous: Option<String> = row.get(6);
+        let was_ours = previous.as_deref() == Some(owner);
         let done = match previous {
             Some(previous) => {
                 sqlx::query(
@@ -365,16 +366,21 @@ impl Store {
                 owner: "(changed)".into(),
             });
         }
-        sqlx::query(
-            "UPDATE filings SET lease_owner = $1, lease_until_ms = $2
-             WHERE id IN (SELECT f.id FROM upload_file_filings u JOIN filings f ON f.id = u.filing_id
-                          WHERE u.upload_id = $3 AND f.state = 'submitting')",
-        )
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(file.id)
-        .execute(&mut *tx)
-        .await?;
+        // The file's filings name their sender. A file that was already ours (stored by this
+        // instance) has them leased to us since the claim; only a file taken from another
+        // owner, or never leased, moves them (a filing lease gates queued filings only).
+        if !was_ours {
+            sqlx::query(
+                "UPDATE filings SET lease_owner = $1, lease_until_ms = $2
+                 WHERE id IN (SELECT f.id FROM upload_file_filings u JOIN filings f ON f.id = u.filing_id
+                              WHERE u.upload_id = $3 AND f.state = 'submitting')",
+            )
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(file.id)
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(from) = adopted_from.as_deref().filter(|f| *f != owner) {
             insert_event(
                 &mut tx,

@@ -818,41 +818,13 @@ impl Store {
         .bind(until)
         .fetch_one(&mut *tx)
         .await?;
-        // The claim: every filing still queued, at the revision built, leased by this
-        // instance — or nothing at all.
-        let mut claimed = 0usize;
-        for chunk in attempts.chunks(300) {
-            let sql = format!(
-                "UPDATE filings SET state = 'submitting', attempts = v.column2, updated_at = $1, lease_until_ms = $2
-                 FROM ({}) AS v
-                 WHERE filings.id = v.column1 AND filings.state = 'queued' AND filings.revision = v.column3
-                   AND filings.lease_owner = ${}
-                 RETURNING filings.id",
-                multi_row_insert("VALUES ", 3, chunk.len(), 3),
-                3 + 3 * chunk.len()
-            );
-            let mut q = batched(tx.backend_name(), sql).bind(&now).bind(until);
-            for a in chunk {
-                q = q.bind(&a.filing_id).bind(a.attempt_no).bind(a.revision);
-            }
-            q = q.bind(&lease.owner);
-            claimed += q.fetch_all(&mut *tx).await?.len();
-        }
-        if claimed != attempts.len() {
-            // Changed under us (held, corrected): give the whole claim up; nothing was sent.
-            return Err(StoreError::StreamMoved {
-                province: province.to_owned(),
-                expected: expected_last,
-                found: expected_last,
-            });
-        }
         for chunk in attempts.chunks(500) {
             let sql = multi_row_insert(
                 "INSERT INTO attempts (filing_id, attempt_no, province, ids, upload_id, created_at) VALUES ",
                 6,
                 chunk.len(),
                 1,
-            );
+            ) + " ON CONFLICT (filing_id, attempt_no) DO NOTHING";
             let mut q = batched(tx.backend_name(), sql);
             for a in chunk {
                 q = q
@@ -873,13 +845,46 @@ impl Store {
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-        sqlx::query(
-            "UPDATE filings SET current_attempt = a.id, reasons = '[]'
-             FROM attempts a WHERE a.upload_id = $1 AND filings.id = a.filing_id",
-        )
-        .bind(upload_id)
-        .execute(&mut *tx)
-        .await?;
+        // The claim: every filing still queued, at the revision built, leased by this
+        // instance — or nothing at all. Its attempt is stored first, so that one update of the
+        // filing row claims it and points it at the attempt.
+        let mut claimed = 0usize;
+        let stream_moved = || StoreError::StreamMoved {
+            province: province.to_owned(),
+            expected: expected_last,
+            found: expected_last,
+        };
+        for chunk in attempts.chunks(250) {
+            let sql = format!(
+                "UPDATE filings SET state = 'submitting', attempts = v.column2, current_attempt = v.column4,
+                        reasons = '[]', updated_at = $1, lease_until_ms = $2
+                 FROM ({}) AS v
+                 WHERE filings.id = v.column1 AND filings.state = 'queued' AND filings.revision = v.column3
+                   AND filings.lease_owner = ${}
+                 RETURNING filings.id",
+                multi_row_insert("VALUES ", 4, chunk.len(), 3),
+                3 + 4 * chunk.len()
+            );
+            let mut q = batched(tx.backend_name(), sql).bind(&now).bind(until);
+            for a in chunk {
+                // An attempt number already taken means the filing moved on: no claim.
+                let attempt_id = attempt_ids
+                    .get(&a.filing_id)
+                    .copied()
+                    .ok_or_else(stream_moved)?;
+                q = q
+                    .bind(&a.filing_id)
+                    .bind(a.attempt_no)
+                    .bind(a.revision)
+                    .bind(attempt_id);
+            }
+            q = q.bind(&lease.owner);
+            claimed += q.fetch_all(&mut *tx).await?.len();
+        }
+        if claimed != attempts.len() {
+            // Changed under us (held, corrected): give the whole claim up; nothing was sent.
+            return Err(stream_moved());
+        }
         sqlx::query(
             "INSERT INTO upload_file_filings (upload_id, filing_id, attempt_id)
              SELECT upload_id, filing_id, id FROM attempts WHERE upload_id = $1",
